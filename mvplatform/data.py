@@ -1,0 +1,130 @@
+"""Contrast pairs in the paper's MVALUE layout, and their train/test split.
+
+Layout: ``{root}/{concept}/{concept}_{lang}.json`` holding ``{k1: {k2: {"pos": .., "neg": ..}}}``.
+Deontology leaves carry ``scenario`` (input = scenario + " " + side), truthfulness leaves carry
+``question`` (input = "Question: {question} Answer: {side}"). ``builtin:values`` names the data set
+shipped inside this package; any other value is a directory in the same layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from mvplatform.errors import DataError
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """Two model inputs that differ in one value judgement; ``key`` is stable across languages."""
+
+    key: str
+    pos: str
+    neg: str
+
+
+@dataclass(frozen=True)
+class PairSplit:
+    train: list[ContrastPair]
+    test: list[ContrastPair]
+
+
+def builtin_root() -> Path:
+    """Folder of the data shipped in the wheel."""
+    return Path(str(files("mvplatform").joinpath("data", "builtin")))
+
+
+def resolve_dataset(dataset: str, base_dir: Path | None = None) -> Path:
+    """``builtin:NAME`` -> the packaged folder; anything else -> a directory (relative to ``base_dir``)."""
+    if dataset.startswith(BUILTIN_PREFIX):
+        name = dataset.removeprefix(BUILTIN_PREFIX)
+        root = builtin_root() / name
+        if not name or not root.is_dir():
+            available = sorted(p.name for p in builtin_root().iterdir() if p.is_dir())
+            raise DataError(f"unknown built-in data set {dataset!r}; available: "
+                            + ", ".join(BUILTIN_PREFIX + a for a in available))
+        return root
+    root = Path(dataset).expanduser()
+    if not root.is_absolute() and base_dir is not None:
+        root = base_dir / root
+    if not root.is_dir():
+        raise DataError(f"data set directory {root} does not exist; set data.dataset to builtin:values "
+                        "or to a folder holding {concept}/{concept}_{lang}.json files")
+    return root
+
+
+def pair_file(root: Path, concept: str, language: str) -> Path:
+    return root / concept / f"{concept}_{language}.json"
+
+
+def read_pairs(root: Path, concept: str, language: str) -> list[ContrastPair]:
+    """All usable pairs of one concept and language, in file order (pairs with pos == neg dropped)."""
+    path = pair_file(root, concept, language)
+    if not path.is_file():
+        present = sorted(p.stem.removeprefix(f"{concept}_") for p in (root / concept).glob(f"{concept}_*.json"))
+        raise DataError(f"{path}: missing data file for concept {concept!r} and language {language!r}; "
+                        f"languages present for this concept: {', '.join(present) or 'none'}")
+    try:
+        tree = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    pairs = [pair for pair in _leaves(tree, (), path) if pair.pos != pair.neg]
+    if not pairs:
+        raise DataError(f"{path}: no usable contrast pairs (every pair is missing or has pos == neg)")
+    return pairs
+
+
+def _leaves(node: Any, keys: tuple[str, ...], path: Path) -> list[ContrastPair]:
+    where = "/".join(keys) or "(top level)"
+    if not isinstance(node, dict):
+        raise DataError(f"{path}: {where}: expected an object, got {type(node).__name__}")
+    if "pos" in node or "neg" in node:
+        return [_leaf_pair(node, keys, path)]
+    return [pair for key, child in node.items() for pair in _leaves(child, (*keys, str(key)), path)]
+
+
+def _leaf_pair(leaf: dict[str, Any], keys: tuple[str, ...], path: Path) -> ContrastPair:
+    where = "/".join(keys)
+    for side in ("pos", "neg"):
+        if not isinstance(leaf.get(side), str) or not leaf[side].strip():
+            raise DataError(f"{path}: {where}: leaf needs non-empty strings 'pos' and 'neg' (missing or empty {side!r})")
+    pos, neg = leaf["pos"], leaf["neg"]
+    if "scenario" in leaf:
+        pos, neg = f"{leaf['scenario']} {pos}", f"{leaf['scenario']} {neg}"
+    if "question" in leaf:
+        pos, neg = (f"Question: {leaf['question']} Answer: {side}" for side in (pos, neg))
+    return ContrastPair("/".join(keys), pos, neg)
+
+
+def split_pairs(
+    pairs: list[ContrastPair], test_fraction: float = 0.2, seed: int = 1, max_pairs: int | None = None
+) -> PairSplit:
+    """Shuffle with ``seed`` (Python's ``random``, as the paper's scripts), then train = floor((1 - f) n)."""
+    shuffled = list(pairs)
+    random.Random(seed).shuffle(shuffled)
+    if max_pairs is not None:
+        shuffled = shuffled[:max_pairs]
+    n_train = math.floor(round((1.0 - test_fraction) * len(shuffled), 9))
+    return PairSplit(shuffled[:n_train], shuffled[n_train:])
+
+
+def load_split(
+    dataset: str, concept: str, language: str, test_fraction: float = 0.2, seed: int = 1,
+    max_pairs: int | None = None, base_dir: Path | None = None,
+) -> PairSplit:
+    """Read and split one concept x language; refuses splits with an empty side."""
+    root = resolve_dataset(dataset, base_dir)
+    split = split_pairs(read_pairs(root, concept, language), test_fraction, seed, max_pairs)
+    if not split.train or not split.test:
+        total = len(split.train) + len(split.test)
+        raise DataError(f"{pair_file(root, concept, language)}: {total} usable pair(s) give "
+                        f"{len(split.train)} train / {len(split.test)} test at test_fraction={test_fraction}; "
+                        "add pairs or change data.test_fraction so both sides have at least one")
+    return split

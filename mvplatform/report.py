@@ -1,0 +1,99 @@
+"""Figures and paper-style tables from results: matplotlib and plain text, no tracking code."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    layers: list[int]
+    accuracy: np.ndarray
+
+
+def accuracy_figure(curves: Sequence[Curve], title: str) -> Figure:
+    """Recognition accuracy per layer, one line per curve, with chance marked."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for curve in curves:
+        ax.plot(curve.layers, 100 * np.asarray(curve.accuracy), marker="o", markersize=3, label=curve.label)
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set(xlabel="decoder layer", ylabel="recognition accuracy (%)", ylim=(0, 102), title=title)
+    if len(curves) > 1:
+        ax.legend(fontsize=7, ncol=4, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class TableRow:
+    model: str
+    concept: str
+    language: str
+    best_layer: int
+    best_accuracy: float
+
+
+def _ordered(values: set[str], order: Sequence[str]) -> list[str]:
+    return [v for v in order if v in values] + sorted(values - set(order))
+
+
+def recognition_table(rows: Sequence[TableRow]) -> tuple[str, str]:
+    """Best-layer accuracy (%) as concept x language tables per model: (Markdown, CSV)."""
+    markdown, out = [], io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "concept", "language", "best_layer", "best_accuracy"])
+    for row in rows:
+        writer.writerow([row.model, row.concept, row.language, row.best_layer, f"{row.best_accuracy:.4f}"])
+    for model in sorted({r.model for r in rows}):
+        mine = [r for r in rows if r.model == model]
+        concepts = _ordered({r.concept for r in mine}, CONCEPTS)
+        languages = _ordered({r.language for r in mine}, list(LANGUAGES))
+        cell = {(r.concept, r.language): r for r in mine}
+        markdown.append(f"### {model}: best-layer recognition accuracy (%)\n")
+        markdown.append("| concept | " + " | ".join(languages) + " | mean |")
+        markdown.append("|---" * (len(languages) + 2) + "|")
+        for concept in concepts:
+            values = [cell[(concept, lang)].best_accuracy if (concept, lang) in cell else None for lang in languages]
+            shown = [f"{100 * v:.1f}" if v is not None else "–" for v in values]
+            present = [v for v in values if v is not None]
+            mean = f"{100 * np.mean(present):.1f}" if present else "–"
+            markdown.append(f"| {concept} | " + " | ".join(shown) + f" | {mean} |")
+        markdown.append("")
+    return "\n".join(markdown), out.getvalue()
+
+
+def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
+    """Concept x language heatmap of best-layer accuracy for one model."""
+    mine = [r for r in rows if r.model == model]
+    concepts = _ordered({r.concept for r in mine}, CONCEPTS)
+    languages = _ordered({r.language for r in mine}, list(LANGUAGES))
+    grid = np.full((len(concepts), len(languages)), np.nan)
+    for r in mine:
+        grid[concepts.index(r.concept), languages.index(r.language)] = 100 * r.best_accuracy
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(languages), 1.2 + 0.45 * len(concepts)), dpi=110)
+    image = ax.imshow(grid, vmin=50, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_yticks(range(len(concepts)), concepts)
+    for i in range(len(concepts)):
+        for j in range(len(languages)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < 80 else "black")
+    fig.colorbar(image, ax=ax, label="best-layer accuracy (%)")
+    ax.set_title(f"{model}: recognition (languages high- to low-resource)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,369 @@
+"""The YAML spec: pydantic models, loading with line-numbered errors, and expansion into work.
+
+A spec is the single source of truth for a submission. Every field has a default, so
+
+>>> spec = Spec.model_validate({"name": "demo", "data": {"concepts": ["morality"]}})
+>>> [item.label for item in expand(spec)][:2]
+['gemma3-270m / morality / en', 'gemma3-270m / morality / fr']
+
+Bad input never reaches a model: :func:`load_spec` raises :class:`SpecError` naming the file, the
+YAML line, the field and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mvplatform.catalog import CONCEPTS, LANGUAGES
+from mvplatform.concepts import DIRECTION_METHODS
+from mvplatform.errors import SpecError
+
+ANALYSES: tuple[str, ...] = ("recognition",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown keys, so a typo is an error and not a silently ignored field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(StrictModel):
+    """One model: a packaged alias, a Hugging Face hub id, or a local directory."""
+
+    name: str = Field("gemma3-270m", description="Packaged alias (`mvp list models`), hub id or local path.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU, bfloat16 on GPU."
+    )
+    prompt: str = Field(
+        "auto",
+        description="How each input is wrapped: auto (chat template when the tokenizer has one), "
+        "chat, plain, or a template containing {input}, e.g. '[INST] {input} [/INST] '.",
+    )
+    trust_remote_code: bool = Field(False, description="Run code shipped with a hub model (explicit opt-in).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        base = value.split(":")[0]
+        if base not in {"auto", "cpu", "cuda", "mps"} or (":" in value and not value.split(":")[1].isdigit()):
+            raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str) -> str:
+        if value not in {"auto", "chat", "plain"} and "{input}" not in value:
+            raise ValueError("prompt must be auto, chat, plain, or a template containing {input}")
+        return value
+
+    @property
+    def short_name(self) -> str:
+        """A readable name for run labels: the alias, or the last part of a hub id or path."""
+        return self.name.rstrip("/").split("/")[-1]
+
+
+Concept = Annotated[str, Field(description="One of the value concepts (`mvp list concepts`).")]
+
+
+class DataSpec(StrictModel):
+    """Which contrast pairs to read and how to split them (PAPER.md, Data)."""
+
+    dataset: str = Field("builtin:values", description="builtin:values or a directory in the MVALUE layout.")
+    concepts: list[Concept] = Field(default_factory=lambda: list(CONCEPTS), min_length=1)
+    languages: list[str] = Field(default_factory=lambda: list(LANGUAGES), min_length=1)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of pairs held out for recognition.")
+    seed: int = Field(1, description="Seed of the pair shuffle (the paper uses 1).")
+    max_pairs: int | None = Field(None, ge=2, description="Use at most this many pairs per concept and language.")
+
+    @field_validator("concepts")
+    @classmethod
+    def _check_concepts(cls, values: list[str]) -> list[str]:
+        return _check_names(values, CONCEPTS, "concept")
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, values: list[str]) -> list[str]:
+        return _check_names(values, tuple(LANGUAGES), "language")
+
+
+class ExtractSpec(StrictModel):
+    """How concept vectors are read from hidden states (PAPER.md section 1)."""
+
+    method: str = Field("cluster_mean", description="Direction method (`mvp list methods`).")
+    token: int = Field(-1, lt=0, description="Token whose hidden state is read, counted from the end (-1: last).")
+    layers: Literal["all"] | list[Annotated[int, Field(ge=1)]] = Field(
+        "all", description="Decoder layers to analyse, 1-based, or all."
+    )
+    batch_size: int = Field(16, ge=1, description="Inputs per forward pass.")
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, value: str) -> str:
+        return _check_names([value], tuple(DIRECTION_METHODS.names()), "direction method")[0]
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("layers must be 'all' or a non-empty list of layer numbers")
+            if len(set(value)) != len(value):
+                raise ValueError("layers lists a layer twice")
+        return value
+
+
+class ResourcesSpec(StrictModel):
+    """How the work maps onto Ray resources."""
+
+    model_workers: int = Field(1, ge=1, description="Ray actors per model, each holding one copy of the model.")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs per worker; default: the machine's CPUs / workers.")
+    gpus_per_worker: float | Literal["auto"] = Field(
+        "auto", description="GPUs per worker (fractions share a GPU); auto: 1 when the cluster has GPUs, else 0."
+    )
+    max_retries: int = Field(2, ge=0, description="Ray retries of a failed task and restarts of a dead worker.")
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _check_gpus(cls, value: Any) -> Any:
+        if value != "auto" and value < 0:
+            raise ValueError("gpus_per_worker must be >= 0 or auto")
+        return value
+
+
+class TrackingSpec(StrictModel):
+    """Where results go in MLflow."""
+
+    experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
+    uri: str | None = Field(
+        None, description="Tracking URI; default: $MLFLOW_TRACKING_URI, else a local store in the working directory."
+    )
+    log_states: bool = Field(True, description="Log test-split hidden states so later analyses need no model.")
+
+
+class Spec(StrictModel):
+    """A whole submission."""
+
+    name: str = Field("mvp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the submission.")
+    model: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="One model or a list.")
+    data: DataSpec = Field(default_factory=DataSpec)
+    extract: ExtractSpec = Field(default_factory=ExtractSpec)
+    analyses: list[Literal["recognition"]] = Field(default_factory=lambda: ["recognition"])
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else [value]
+
+    @field_validator("model")
+    @classmethod
+    def _check_models(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        if not value:
+            raise ValueError("model list is empty; name at least one model")
+        names = [m.name for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError("the same model is listed twice")
+        return value
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        return self.model
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved spec: equal specs (after defaults) hash equal."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_names(values: list[str], valid: tuple[str, ...], kind: str) -> list[str]:
+    for value in values:
+        if value not in valid:
+            raise ValueError(f"unknown {kind} {value!r}{_did_you_mean(value, valid)}; valid: {', '.join(valid)}")
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"{kind} {', '.join(duplicates)} listed twice; list each once")
+    return values
+
+
+def _did_you_mean(value: str, valid: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(value, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading with YAML line numbers
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; every problem becomes one :class:`SpecError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file; check the path (try experiments/quickstart.yaml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc})") from None
+    return parse_spec(text, source=str(path))
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Validate spec text; ``source`` names the file in messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: invalid YAML: {problem}; fix the syntax at that position") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}:1: a spec must be a mapping of fields (name:, model:, data:, ...), not {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = sorted((_describe(err, root, source) for err in exc.errors()), key=lambda p: p[0])
+        lines = [text for _, text in problems]
+        raise SpecError(f"{source}: {len(lines)} problem(s) in the spec:\n" + "\n".join(lines)) from None
+
+
+def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple[int, str]:
+    """(line, message) of one pydantic error, located in the YAML text."""
+    loc = _clean_loc(err["loc"])
+    shown, line = _locate(root, loc)
+    field = _dotted(shown)
+    where = f"{source}:{line}" if line else source
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        hint = _did_you_mean(str(loc[-1]), valid)
+        return line or 0, f"  {where}: {field}: unknown field{hint}; valid fields here: {', '.join(valid)}"
+    message = err["msg"].removeprefix("Value error, ")
+    return line or 0, f"  {where}: {field}: {message} (got {err.get('input')!r})"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union-branch labels (e.g. 'ModelSpec', 'list[ModelSpec]', 'literal[...]')."""
+    spec_fields = set(Spec.model_fields)
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part[:1].isupper() or part in {"float", "int", "str"}):
+            if part not in spec_fields:
+                continue
+        out.append(part)
+    return tuple(out)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (for "valid fields" hints)."""
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        candidates = [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten(arg)]
+
+
+def _locate(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], int | None]:
+    """The field path as the user wrote it and the 1-based line of its deepest YAML node.
+
+    A list index that the YAML does not have (``model: x`` validated as ``model[0]``) is dropped
+    from the path shown, so messages match the file.
+    """
+    line = node.start_mark.line + 1 if node is not None else None
+    shown: list[Any] = []
+    for part in loc:
+        if isinstance(part, int) and not isinstance(node, yaml.SequenceNode):
+            continue
+        shown.append(part)
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                node = None
+                continue
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            node = None
+    return tuple(shown), line
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion into work items
+
+
+@dataclass(frozen=True)
+class ExtractionItem:
+    """Hidden states, concept vectors and recognition for one model x concept x language."""
+
+    model: ModelSpec
+    concept: str
+    language: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.short_name} / {self.concept} / {self.language}"
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return ("extract", "recognition")
+
+
+def expand(spec: Spec) -> list[ExtractionItem]:
+    """Every model x concept x language the spec asks for, in a stable order."""
+    return [
+        ExtractionItem(model, concept, language)
+        for model in spec.models
+        for concept in spec.data.concepts
+        for language in spec.data.languages
+    ]
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec, for editors' YAML autocompletion."""
+    schema = Spec.model_json_schema()
+    schema["title"] = "mvp experiment spec"
+    return schema

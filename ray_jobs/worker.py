@@ -1,0 +1,33 @@
+"""A Ray actor that loads one model once and runs every extraction item given to it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+import torch
+
+from mvplatform.data import PairSplit
+from mvplatform.extraction import ExtractionResult, run_extraction
+from mvplatform.models import LoadedModel, load_model
+from mvplatform.spec import ExtractSpec, ModelSpec
+
+
+class ModelWorker:
+    """Holds a loaded model: loading costs seconds to minutes, so it is paid once per worker."""
+
+    def __init__(self, model: ModelSpec, cache_dir: str | None, num_threads: int) -> None:
+        torch.set_num_threads(max(1, num_threads))
+        self.loaded: LoadedModel = load_model(model, Path(cache_dir) if cache_dir else None)
+
+    def describe(self) -> dict[str, object]:
+        """Facts the driver checks before sending work (depth, device, process)."""
+        return {"n_layers": self.loaded.n_layers, "device": str(self.loaded.device), "pid": os.getpid(),
+                "gpu_ids": ray.get_gpu_ids()}
+
+    def extract(self, concept: str, language: str, split: PairSplit, extract: ExtractSpec, seed: int) -> ExtractionResult:
+        return run_extraction(self.loaded, concept, language, split, extract, seed)
+
+
+RemoteModelWorker = ray.remote(ModelWorker)

@@ -1,0 +1,66 @@
+"""Spec defaults, expansion and errors that name the file, line, field and fix."""
+
+import json
+
+import pytest
+
+from mvplatform.catalog import CONCEPTS, LANGUAGES
+from mvplatform.errors import SpecError
+from mvplatform.spec import Spec, expand, json_schema, load_spec, parse_spec
+
+
+def test_a_three_line_spec_gets_every_default():
+    spec = parse_spec("name: tiny\ndata:\n  concepts: [morality]\n")
+    assert spec.models[0].name == "gemma3-270m" and spec.models[0].device == "auto"
+    assert spec.data.languages == list(LANGUAGES) and spec.data.test_fraction == 0.2 and spec.data.seed == 1
+    assert spec.extract.method == "cluster_mean" and spec.extract.layers == "all" and spec.extract.token == -1
+    assert spec.experiment == "tiny"
+    assert parse_spec("").data.concepts == list(CONCEPTS)
+
+
+def test_expansion_is_models_x_concepts_x_languages_in_order():
+    spec = parse_spec("model: [a/b, c/d]\ndata: {concepts: [fairness, toxicity], languages: [ja, sw, en]}")
+    items = expand(spec)
+    assert len(items) == 2 * 2 * 3
+    assert [i.label for i in items[:4]] == ["b / fairness / ja", "b / fairness / sw", "b / fairness / en",
+                                            "b / toxicity / ja"]
+
+
+@pytest.mark.parametrize(("text", "pattern"), [
+    ("name: x\ndata:\n  languges: [en]\n", r"spec.yaml:3: data.languges: unknown field \(did you mean 'languages'\?\)"),
+    ("data:\n  languages: [en, fz]\n", r"spec.yaml:2: data.languages\[1\]|spec.yaml:2: data.languages: unknown language 'fz'"),
+    ("data:\n  languages: [en, fr, en]\n", r"language en listed twice"),
+    ("data:\n  concepts: [moral]\n", r"unknown concept 'moral' \(did you mean 'morality'\?\)"),
+    ("data:\n  concepts: []\n", r"data.concepts: List should have at least 1 item"),
+    ("data:\n  test_fraction: 1.5\n", r"spec.yaml:2: data.test_fraction: Input should be less than 1"),
+    ("extract:\n  batch_size: many\n", r"extract.batch_size: Input should be a valid integer"),
+    ("extract:\n  method: mean\n", r"unknown direction method 'mean'.*valid: cluster_mean, pca"),
+    ("extract:\n  layers: [3, 3]\n", r"layers lists a layer twice"),
+    ("model:\n  name: x\n  device: gpu\n", r"spec.yaml:3: model.device: unknown device 'gpu'"),
+    ("model: {name: x, prompt: 'Q: '}\n", r"template containing \{input\}"),
+    ("resources: {gpus_per_worker: -1}\n", r"gpus_per_worker must be >= 0"),
+    ("analyses: [telepathy]\n", r"spec.yaml:1: analyses\[0\]"),
+    ("name: x\n  bad: [\n", r"spec.yaml:2:\d+: invalid YAML"),
+    ("- just\n- a list\n", r"a spec must be a mapping"),
+])
+def test_bad_specs_are_refused_with_location_and_hint(tmp_path, text, pattern):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=pattern):
+        load_spec(path)
+
+
+def test_missing_spec_file_says_so(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_ignores_spelling_of_defaults():
+    assert parse_spec("name: a").fingerprint() == parse_spec("name: a\ndata: {seed: 1}").fingerprint()
+    assert parse_spec("name: a").fingerprint() != parse_spec("name: a\ndata: {seed: 2}").fingerprint()
+
+
+def test_json_schema_describes_every_top_level_field():
+    schema = json_schema()
+    assert set(schema["properties"]) == set(Spec.model_fields)
+    json.dumps(schema)  # serialisable for editors

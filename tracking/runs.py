@@ -1,0 +1,169 @@
+"""The MLflow run hierarchy of one submission.
+
+One parent run per submission (spec file, spec hash, resolved config, summary tables and figures);
+one child run per model x concept x language (vectors as safetensors, accuracy per layer with
+``step = layer`` so the UI draws the curve, best layer, a figure). Runs carry readable names and
+tags (``model``, ``concept``, ``language``, ``step``, ``spec``) so the UI's search works, e.g.
+``tags.language = 'fr'``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import pyplot as plt
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from safetensors.numpy import save_file
+
+from mvplatform import __version__
+from mvplatform.extraction import ExtractionResult
+from mvplatform.report import Curve, TableRow, accuracy_figure, recognition_heatmap, recognition_table
+from mvplatform.spec import Spec
+
+MAX_PARAM_LENGTH = 500
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested spec -> ``{"data.languages": "en,fr", ...}`` for MLflow params."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, child in value.items():
+            out.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return {prefix: text[:MAX_PARAM_LENGTH]}
+
+
+class SubmissionTracker:
+    """Writes one submission's runs through an explicit :class:`MlflowClient` (no global state)."""
+
+    def __init__(self, client: MlflowClient, spec: Spec, spec_path: Path | None = None) -> None:
+        self.client = client
+        self.spec = spec
+        self.spec_path = spec_path
+        self.experiment_id = self._experiment_id(spec.experiment)
+        self.parent_id: str | None = None
+        self.rows: list[TableRow] = []
+        self.curves: dict[tuple[str, str], list[Curve]] = {}
+
+    def _experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else self.client.create_experiment(name)
+
+    # -- parent ---------------------------------------------------------------------------------
+
+    def start(self, n_items: int) -> str:
+        tags = {"spec": self.spec.name, "spec_hash": self.spec.fingerprint(), "mvp_version": __version__,
+                "step": "submission", MLFLOW_RUN_NOTE: f"mvp submission of {self.spec.name}: {n_items} work items"}
+        run = self.client.create_run(self.experiment_id, run_name=f"{self.spec.name} (submission)", tags=tags)
+        self.parent_id = run.info.run_id
+        params = [Param(k, v) for k, v in flatten(self.spec.model_dump(mode="json")).items()]
+        for start in range(0, len(params), 100):  # MLflow's batch limit
+            self.client.log_batch(self.parent_id, params=params[start : start + 100])
+        with self._staging() as folder:
+            (folder / "spec.resolved.json").write_text(json.dumps(self.spec.model_dump(mode="json"), indent=2))
+            self.client.log_artifact(self.parent_id, str(folder / "spec.resolved.json"))
+        if self.spec_path is not None:
+            self.client.log_artifact(self.parent_id, str(self.spec_path), artifact_path="spec")
+        return self.parent_id
+
+    def finish(self, failures: dict[str, str]) -> None:
+        """Summary tables, figures and metrics on the parent; FAILED if any item failed."""
+        assert self.parent_id is not None
+        with self._staging() as folder:
+            if self.rows:
+                markdown, table_csv = recognition_table(self.rows)
+                (folder / "recognition.md").write_text(markdown)
+                (folder / "recognition.csv").write_text(table_csv)
+                for model in sorted({r.model for r in self.rows}):
+                    self._save_figure(recognition_heatmap(self.rows, model), folder / f"recognition_{model}.png")
+                for (model, concept), curves in self.curves.items():
+                    figure = accuracy_figure(sorted(curves, key=lambda c: c.label), f"{model} / {concept}")
+                    self._save_figure(figure, folder / f"curves_{model}_{concept}.png")
+            if failures:
+                (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
+            self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
+        metrics = [Metric("items_failed", len(failures), _now(), 0), Metric("items_done", len(self.rows), _now(), 0)]
+        if self.rows:
+            metrics.append(Metric("mean_best_accuracy", float(np.mean([r.best_accuracy for r in self.rows])), _now(), 0))
+        self.client.log_batch(self.parent_id, metrics=metrics)
+        self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
+
+    def abort(self) -> None:
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, "KILLED")
+
+    # -- children -------------------------------------------------------------------------------
+
+    def log_extraction(self, result: ExtractionResult, model_label: str) -> str:
+        """One child run: per-layer accuracy curve, best layer, vectors and (optionally) test states."""
+        assert self.parent_id is not None
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": model_label, "concept": result.concept,
+                "language": result.language, "step": "extract", "spec": self.spec.name,
+                "method": result.vectors.method}
+        run_name = f"{model_label} / {result.concept} / {result.language} / extract"
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        layer, accuracy = result.best
+        now = _now()
+        metrics = [Metric("recognition_accuracy", float(a), now, int(step))
+                   for step, a in zip(result.vectors.layers, result.accuracy)]
+        metrics += [Metric("best_layer", layer, now, 0), Metric("best_accuracy", accuracy, now, 0),
+                    Metric("n_train", result.n_train, now, 0), Metric("n_test", result.n_test, now, 0),
+                    Metric("seconds", result.seconds, now, 0)]
+        self.client.log_batch(run_id, metrics=metrics,
+                              params=[Param("model", result.model), Param("concept", result.concept),
+                                      Param("language", result.language), Param("method", result.vectors.method)],
+                              tags=[RunTag("best_layer", str(layer))])
+        with self._staging() as folder:
+            result.vectors.save(folder / "vectors.safetensors")
+            if self.spec.tracking.log_states:
+                save_file({"pos": result.test_pos, "neg": result.test_neg,
+                           "layers": np.asarray(result.vectors.layers, dtype=np.int64)},
+                          str(folder / "test_states.safetensors"))
+            (folder / "accuracy.json").write_text(json.dumps(
+                {"layers": result.vectors.layers, "accuracy": [float(a) for a in result.accuracy],
+                 "best_layer": layer, "best_accuracy": accuracy}, indent=1))
+            curve = Curve(result.language, result.vectors.layers, result.accuracy)
+            self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")
+            self.client.log_artifacts(run_id, str(folder))
+        self.client.set_terminated(run_id, "FINISHED")
+        self.rows.append(TableRow(model_label, result.concept, result.language, layer, accuracy))
+        self.curves.setdefault((model_label, result.concept), []).append(curve)
+        return run_id
+
+    def log_failure(self, label: str, tags: dict[str, str], error: str) -> None:
+        """A failed item still gets a child run, so the UI shows what failed and why."""
+        assert self.parent_id is not None
+        run = self.client.create_run(self.experiment_id, run_name=f"{label} / extract",
+                                     tags={MLFLOW_PARENT_RUN_ID: self.parent_id, **tags, "step": "extract",
+                                           "spec": self.spec.name, "error": error[:5000]})
+        self.client.set_terminated(run.info.run_id, "FAILED")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def _staging() -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="mvp-artifacts-") as folder:
+            yield Path(folder)
+
+    @staticmethod
+    def _save_figure(figure: plt.Figure, path: Path) -> None:
+        figure.savefig(path)
+        plt.close(figure)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

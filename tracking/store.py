@@ -1,0 +1,38 @@
+"""Which MLflow store a submission writes to, and a check that it can before any work starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from mvplatform.errors import TrackingError
+
+DEFAULT_DB = "mlflow.db"
+
+
+def resolve_tracking_uri(spec_uri: str | None = None, workdir: Path | None = None) -> str:
+    """The spec's URI, else ``$MLFLOW_TRACKING_URI``, else a SQLite store in the working directory.
+
+    The default matches MLflow's own, so ``mlflow ui`` (and ``mvp ui``) run in the same folder
+    show the same runs.
+    """
+    if spec_uri:
+        return spec_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def check_store(uri: str) -> MlflowClient:
+    """A client for ``uri`` that has answered one query; a clear error when the store is unusable."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to a user
+        raise TrackingError(
+            f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
+        ) from None
+    return client

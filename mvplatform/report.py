@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
 
@@ -31,6 +32,7 @@ def accuracy_figure(curves: Sequence[Curve], title: str) -> Figure:
         ax.plot(curve.layers, 100 * np.asarray(curve.accuracy), marker="o", markersize=3, label=curve.label)
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set(xlabel="decoder layer", ylabel="recognition accuracy (%)", ylim=(0, 102), title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(curves) > 1:
         ax.legend(fontsize=7, ncol=4, loc="lower right")
     ax.grid(alpha=0.3)
@@ -84,7 +86,7 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
     grid = np.full((len(concepts), len(languages)), np.nan)
     for r in mine:
         grid[concepts.index(r.concept), languages.index(r.language)] = 100 * r.best_accuracy
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(languages), 1.2 + 0.45 * len(concepts)), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.55 * len(languages)), 1.4 + 0.45 * len(concepts)), dpi=110)
     image = ax.imshow(grid, vmin=50, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(languages)), languages)
     ax.set_yticks(range(len(concepts)), concepts)
@@ -94,6 +96,7 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if grid[i, j] < 80 else "black")
     fig.colorbar(image, ax=ax, label="best-layer accuracy (%)")
-    ax.set_title(f"{model}: recognition (languages high- to low-resource)")
+    ax.set_title(f"{model}: best-layer recognition", fontsize=10)
+    ax.set_xlabel("language (high- to low-resource)")
     fig.tight_layout()
     return fig

@@ -1,0 +1,95 @@
+"""A real submission: YAML -> Ray actor with a tiny model -> MLflow store, read back with the client."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mvplatform.concepts import ConceptVectors
+from mvplatform.spec import load_spec
+from ray_jobs.submit import submit
+from tests.conftest import TINY_LAYERS
+
+SPEC = """
+name: e2e
+model: {{name: "{model}", device: cpu}}
+data: {{dataset: "{data}", concepts: [morality, truthfulness], languages: [en, fr]}}
+extract: {{batch_size: 4}}
+tracking: {{uri: "{uri}"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def submission(tiny_model_dir, mvalue_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submit")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    path = folder / "spec.yaml"
+    path.write_text(SPEC.format(model=tiny_model_dir("qwen2"), data=mvalue_dir, uri=uri))
+    summary = submit(load_spec(path), path)
+    return summary, MlflowClient(tracking_uri=uri)
+
+
+def test_submission_finishes_every_item(submission):
+    summary, _ = submission
+    assert summary.ok, summary.failures
+    assert sorted(summary.done) == sorted(f"{model} / {c} / {l}" for model in [summary.done[0].split(" / ")[0]]
+                                          for c in ("morality", "truthfulness") for l in ("en", "fr"))
+
+
+def test_parent_run_holds_spec_summary_and_status(submission):
+    summary, client = submission
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["data.languages"] == "en,fr"
+    assert parent.data.tags["spec"] == "e2e" and len(parent.data.tags["spec_hash"]) == 16
+    assert parent.data.metrics["items_done"] == 4 and parent.data.metrics["items_failed"] == 0
+    paths = {a.path for a in client.list_artifacts(summary.parent_run_id, "summary")}
+    assert {"summary/recognition.md", "summary/recognition.csv"} <= paths
+    assert any(p.endswith(".png") for p in paths)
+    assert [a.path for a in client.list_artifacts(summary.parent_run_id, "spec")] == ["spec/spec.yaml"]
+
+
+def test_child_runs_hold_per_layer_curves_vectors_and_figures(submission, tmp_path):
+    summary, client = submission
+    parent = client.get_run(summary.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert len(children) == 4
+    fr_morality = [c for c in children if c.data.tags["language"] == "fr" and c.data.tags["concept"] == "morality"]
+    child = fr_morality[0]
+    assert child.info.run_name.endswith("/ morality / fr / extract") and child.info.status == "FINISHED"
+    history = client.get_metric_history(child.info.run_id, "recognition_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, TINY_LAYERS + 1))
+    best = max(history, key=lambda m: (m.value, -m.step))
+    assert child.data.metrics["best_layer"] == best.step
+    assert child.data.metrics["best_accuracy"] == pytest.approx(best.value)
+    assert child.data.metrics["n_train"] == 8 and child.data.metrics["n_test"] == 2
+    local = client.download_artifacts(child.info.run_id, "vectors.safetensors", str(tmp_path))
+    vectors = ConceptVectors.load(local)
+    assert vectors.layers == list(range(1, TINY_LAYERS + 1)) and vectors.directions.shape == (TINY_LAYERS, 32)
+    assert np.isfinite(vectors.directions).all()
+    names = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"accuracy_per_layer.png", "test_states.safetensors", "accuracy.json"} <= names
+
+
+def test_cli_refuses_a_bad_spec_with_exit_2_and_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata:\n  languages: [en, xx]\n")
+    result = subprocess.run([sys.executable, "-m", "mvplatform.cli", "submit", str(bad)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "bad.yaml:3: data.languages: unknown language 'xx'" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_data_stops_the_submission_before_any_run(tiny_model_dir, mvalue_dir, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(model=tiny_model_dir("llama"), data=mvalue_dir, uri=f"sqlite:///{tmp_path}/m.db")
+                    .replace("[en, fr]", "[en, ja]"))
+    result = subprocess.run([sys.executable, "-m", "mvplatform.cli", "submit", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "morality_ja.json: missing data file" in result.stderr
+    assert not (tmp_path / "m.db").exists()

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("ui", cmd_ui, "start the MLflow UI on the local store, bound to 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
+    p = command("data", cmd_data, "check a data set, or refresh the counts in the built-in data card")
+    p.add_argument("action", choices=["check", "card"], help="check: run the quality checks; card: print counts")
+    p.add_argument("dataset", nargs="?", default="builtin:values", help="builtin:values or an MVALUE directory")
+    p.add_argument("--write", type=Path, default=None, help="card: replace the counts block in this Markdown file")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods"])
     return parser
@@ -134,6 +138,31 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
     console.print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C to stop)")
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     return subprocess.call(command, env=os.environ.copy())
+
+
+def cmd_data(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.catalog import CONCEPTS
+    from mvplatform.data import builtin_root, resolve_dataset
+    from mvplatform.datacheck import check_concept, check_instructions, data_card_counts, replace_block
+
+    root = resolve_dataset(args.dataset)
+    if args.action == "card":
+        counts = data_card_counts(root)
+        if args.write:
+            args.write.write_text(replace_block(args.write.read_text(encoding="utf-8"), counts), encoding="utf-8")
+            console.print(f"updated the counts in {args.write}")
+        else:
+            sys.stdout.write(counts + "\n")
+        return 0
+    problems = [f"{r.concept}_{r.language}: {p}" for c in CONCEPTS if (root / c).is_dir()
+                for r in check_concept(root, c) for p in r.problems]
+    if args.dataset == "builtin:values":
+        instructions = check_instructions(builtin_root() / "instructions")
+        problems += [f"instructions/{lang}: {p}" for lang, ps in instructions.items() for p in ps]
+    for problem in problems:
+        console.print(f"[red]problem[/] {problem}", highlight=False)
+    console.print(f"{len(problems)} problem(s) in {root}")
+    return 1 if problems else 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

@@ -33,3 +33,21 @@ def test_smollm2_instruct_loads_with_its_chat_template():
     assert loaded.n_layers == 30 and loaded.prompter.mode == "chat"
     prompt = loaded.prompter.format("Hello")
     assert "Hello" in prompt and prompt != "Hello"
+
+
+def test_gemma_recognises_toxicity_well_above_chance(tmp_path):
+    """The science end to end on the real model: built-in data, Ray, MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from mvplatform.spec import parse_spec
+    from ray_jobs.submit import submit
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(f"name: slow\ndata: {{concepts: [toxicity], languages: [en, fr]}}\ntracking: {{uri: '{uri}'}}")
+    summary = submit(spec)
+    assert summary.ok, summary.failures
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("slow").experiment_id], "tags.step = 'extract'")
+    accuracy = {run.data.tags["language"]: run.data.metrics["best_accuracy"] for run in runs}
+    assert set(accuracy) == {"en", "fr"}
+    assert min(accuracy.values()) >= 0.75, accuracy

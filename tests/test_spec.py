@@ -64,3 +64,17 @@ def test_json_schema_describes_every_top_level_field():
     schema = json_schema()
     assert set(schema["properties"]) == set(Spec.model_fields)
     json.dumps(schema)  # serialisable for editors
+
+
+def test_shipped_schema_file_is_current():
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "spec.schema.json").read_text())
+    assert shipped == json_schema(), "run: mvp schema -o docs/spec.schema.json"
+
+
+def test_shipped_specs_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")):
+        assert expand(load_spec(path)), path

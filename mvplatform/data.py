@@ -38,7 +38,7 @@ class PairSplit:
 
 def builtin_root() -> Path:
     """Folder of the data shipped in the wheel."""
-    return Path(str(files("mvplatform").joinpath("data", "builtin")))
+    return Path(str(files("mvplatform").joinpath("builtin")))
 
 
 def resolve_dataset(dataset: str, base_dir: Path | None = None) -> Path:
@@ -128,3 +128,46 @@ def load_split(
                         f"{len(split.train)} train / {len(split.test)} test at test_fraction={test_fraction}; "
                         "add pairs or change data.test_fraction so both sides have at least one")
     return split
+
+
+# ---------------------------------------------------------------------------------------------
+# Control instructions and judge lexicons (built-in: instructions/{lang}.json, lexicons/{name}.json)
+
+
+@dataclass(frozen=True)
+class InstructionSplit:
+    """Harmful and matched harmless instructions of one language, split by id into search and test."""
+
+    search: dict[str, dict[str, str]]  # kind ("harmful"/"harmless") -> id -> text
+    test: dict[str, dict[str, str]]
+
+
+def load_instructions(language: str, search_fraction: float = 0.5, seed: int = 1,
+                      source: str = "builtin:instructions", base_dir: Path | None = None) -> InstructionSplit:
+    """``{lang}.json`` = ``{"harmful": {id: text}, "harmless": {id: text}}``; ids shared by both kinds.
+
+    The split shuffles the ids with ``seed`` (the same ids in every language, so search and test
+    sets stay parallel) and gives the first ``floor(search_fraction * n)`` to the search.
+    """
+    path = resolve_dataset(source, base_dir) / f"{language}.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no control instructions for language {language!r}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    kinds = {kind: data.get(kind) for kind in ("harmful", "harmless")}
+    if not all(isinstance(items, dict) and items for items in kinds.values()):
+        raise DataError(f"{path}: needs non-empty objects 'harmful' and 'harmless' of id -> instruction")
+    ids = sorted(kinds["harmful"])
+    random.Random(seed).shuffle(ids)
+    n_search = math.floor(round(search_fraction * len(ids), 9))
+    chosen = {"search": ids[:n_search], "test": ids[n_search:]}
+    split = {part: {kind: {i: items[i] for i in part_ids if i in items} for kind, items in kinds.items()}
+             for part, part_ids in chosen.items()}
+    return InstructionSplit(split["search"], split["test"])
+
+
+def load_lexicon(name: str = "refusal") -> dict[str, list[str]]:
+    """Phrases per language (lower case) used by the keyword judge."""
+    path = builtin_root() / "lexicons" / f"{name}.json"
+    if not path.is_file():
+        raise DataError(f"no built-in lexicon {name!r} ({path})")
+    return {lang: [p.lower() for p in phrases] for lang, phrases in json.loads(path.read_text(encoding="utf-8")).items()}

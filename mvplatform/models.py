@@ -203,6 +203,26 @@ def model_location(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     return spec.name
 
 
+def model_fingerprint(spec: ModelSpec) -> dict[str, str]:
+    """What identifies the weights a spec loads, computed without loading them (for cache keys)."""
+    identity = {"name": spec.name, "revision": spec.revision or "", "dtype": spec.dtype, "prompt": spec.prompt}
+    if spec.name in PACKAGED:
+        from importlib.metadata import PackageNotFoundError, version
+
+        package = PACKAGED[spec.name].pip_install.split()[-1]
+        try:
+            identity["weights"] = f"{package}=={version(package)}"
+        except PackageNotFoundError:
+            identity["weights"] = f"{package} (not installed)"
+        return identity
+    path = Path(spec.name).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        identity["name"] = str(path.resolve())
+        identity["weights"] = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return identity
+
+
 def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:
     """Load weights, tokenizer and prompt format for one model spec, in eval mode on its device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

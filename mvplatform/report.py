@@ -100,3 +100,73 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
     ax.set_xlabel("language (high- to low-resource)")
     fig.tight_layout()
     return fig
+
+
+def matrix_heatmap(matrix: np.ndarray, languages: Sequence[str], title: str, label: str,
+                   diverging: bool = False, fmt: str = "{:.2f}") -> Figure:
+    """Language x language heatmap (rows: source / first language, columns: target / second)."""
+    n = len(languages)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 0.45 * n), max(3.8, 1.2 + 0.42 * n)), dpi=110)
+    if diverging:
+        limit = float(np.nanmax(np.abs(matrix))) or 1.0
+        image = ax.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit)
+    else:
+        image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(np.nanmin(matrix))), vmax=1.0)
+    ax.set_xticks(range(n), languages)
+    ax.set_yticks(range(n), languages)
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=6 if n > 10 else 8,
+                        color="black" if diverging or matrix[i, j] > 0.6 else "white")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def layer_similarity_figure(curves: dict[str, tuple[list[int], np.ndarray]], title: str) -> Figure:
+    """Mean cross-lingual similarity per layer, one line per concept."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for name, (layers, values) in curves.items():
+        ax.plot(layers, values, marker="o", markersize=3, label=name)
+    ax.set(xlabel="decoder layer", ylabel="mean cosine similarity across languages", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+FEATURE_ORDER = ("genetic", "geographic", "syntactic", "phonological")
+
+
+def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tuple[str, str]:
+    """The paper's Table 1 layout: Pearson r per model/concept x feature, Direct and Split (high | low).
+
+    ``rows`` are (model, concept, {feature: {"direct"|"split_high"|"split_low": Correlation}}).
+    """
+    features = [f for f in FEATURE_ORDER if any(f in cells for _, _, cells in rows)]
+    header = "| model | concept | " + " | ".join(f"{f} direct | {f} split (high / low)" for f in features) + " |"
+    lines = [header, "|---|---" + "|---|---" * len(features) + "|"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "concept", "feature", "mode", "r", "p", "n_pairs"])
+
+    def cell(c) -> str:  # noqa: ANN001 - a Correlation
+        return "–" if np.isnan(c.r) else f"{c.r:+.2f}{'*' if c.p < 0.05 else ''}"
+
+    for model, concept, cells in rows:
+        parts = []
+        for feature in features:
+            c = cells.get(feature)
+            if c is None:
+                parts += ["–", "–"]
+                continue
+            parts += [cell(c["direct"]), f"{cell(c['split_high'])} / {cell(c['split_low'])}"]
+            for mode in ("direct", "split_high", "split_low"):
+                writer.writerow([model, concept, feature, mode, f"{c[mode].r:.4f}", f"{c[mode].p:.4g}", c[mode].n_pairs])
+        lines.append(f"| {model} | {concept} | " + " | ".join(parts) + " |")
+    lines.append("\nPearson r between concept-vector similarity (cosine, mean over layers) and URIEL linguistic "
+                 "similarity over language pairs; * p < 0.05. Split: within high-resource / within low-resource.")
+    return "\n".join(lines), out.getvalue()

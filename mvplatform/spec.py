@@ -22,11 +22,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mvplatform.catalog import CONCEPTS, LANGUAGES
+from mvplatform.catalog import CONCEPTS, HIGH_RESOURCE, LANGUAGES
 from mvplatform.concepts import DIRECTION_METHODS
 from mvplatform.errors import SpecError
 
-ANALYSES: tuple[str, ...] = ("recognition",)
+ANALYSES: tuple[str, ...] = ("recognition", "consistency", "transferability", "linguistic")
+CROSS_LINGUAL: tuple[str, ...] = ANALYSES[1:]
+Analysis = Literal["recognition", "consistency", "transferability", "linguistic"]
+LinguisticFeature = Literal["genetic", "geographic", "syntactic", "phonological"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -128,6 +131,32 @@ class ExtractSpec(StrictModel):
         return value
 
 
+class AnalysisSpec(StrictModel):
+    """Settings of the cross-lingual analyses (PAPER.md sections 3 and 4)."""
+
+    high_resource: list[str] = Field(
+        default_factory=lambda: list(HIGH_RESOURCE),
+        description="Languages counted as high-resource for Split correlations and transfer direction; "
+        "the rest are low-resource. Default: the paper's first eight (its BLOOMZ grouping).",
+    )
+    linguistic_features: list[LinguisticFeature] = Field(
+        default_factory=lambda: ["genetic", "geographic", "syntactic", "phonological"], min_length=1,
+        description="URIEL features correlated with concept-vector similarity (Table 1).",
+    )
+
+    @field_validator("high_resource")
+    @classmethod
+    def _check_high(cls, values: list[str]) -> list[str]:
+        return _check_names(values, tuple(LANGUAGES), "language")
+
+
+class ResultsSpec(StrictModel):
+    """The local result store: hidden states computed once and reused by every later run."""
+
+    dir: str = Field("mvp-results", description="Folder of the result store (relative to the working directory).")
+    reuse: bool = Field(True, description="Reuse cached hidden states; false recomputes them (and refreshes the cache).")
+
+
 class ResourcesSpec(StrictModel):
     """How the work maps onto Ray resources."""
 
@@ -163,8 +192,13 @@ class Spec(StrictModel):
     model: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="One model or a list.")
     data: DataSpec = Field(default_factory=DataSpec)
     extract: ExtractSpec = Field(default_factory=ExtractSpec)
-    analyses: list[Literal["recognition"]] = Field(default_factory=lambda: ["recognition"])
+    analyses: list[Analysis] = Field(
+        default_factory=lambda: list(ANALYSES),
+        description="recognition (per language), consistency, transferability, linguistic (across languages).",
+    )
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    results: ResultsSpec = Field(default_factory=ResultsSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @field_validator("model", mode="before")
@@ -181,6 +215,23 @@ class Spec(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError("the same model is listed twice")
         return value
+
+    @field_validator("analyses")
+    @classmethod
+    def _check_analyses(cls, values: list[str]) -> list[str]:
+        if "recognition" not in values:
+            values = ["recognition", *values]  # every analysis starts from the extracted vectors
+        return _check_names(values, ANALYSES, "analysis")
+
+    @model_validator(mode="after")
+    def _cross_lingual_needs_languages(self) -> Spec:
+        cross = [a for a in self.analyses if a in CROSS_LINGUAL]
+        if cross and len(self.data.languages) < 2:
+            if "analyses" in self.model_fields_set:
+                raise ValueError(f"analyses {', '.join(cross)} compare languages: list at least 2 in "
+                                 "data.languages, or drop them from analyses")
+            object.__setattr__(self, "analyses", ["recognition"])  # the default adapts to one language
+        return self
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -346,10 +397,6 @@ class ExtractionItem:
     @property
     def label(self) -> str:
         return f"{self.model.short_name} / {self.concept} / {self.language}"
-
-    @property
-    def steps(self) -> tuple[str, ...]:
-        return ("extract", "recognition")
 
 
 def expand(spec: Spec) -> list[ExtractionItem]:

@@ -1,26 +1,31 @@
-"""Run a spec: validate inputs, start model workers on Ray, stream results into MLflow.
+"""Run a spec: validate inputs, compute or reuse hidden states on Ray, analyse, stream into MLflow.
 
-Everything that can be checked cheaply (data files, splits, the MLflow store, resources, layer
-numbers against the model's depth) is checked before the first extraction runs. Results are logged
-as each item finishes, so an interruption loses only the items still running; one failing item is
-recorded (child run with its error) and the rest go on.
+Everything that can be checked cheaply (data files, splits, the result store, the MLflow store,
+resources, layer numbers against the model's depth) is checked before the first forward pass.
+Hidden states are cached by content (:mod:`mvplatform.statestore`): a re-submission, a new
+direction method or a new analysis runs no model. Results are logged as each item finishes, so an
+interruption loses only the items still running; a failing item is recorded (a FAILED child run
+with its error) and the rest go on.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 
-from mvplatform.data import PairSplit, load_split
-from mvplatform.extraction import layer_numbers
-from mvplatform.models import PACKAGED, converted_dir
-from mvplatform.spec import ExtractionItem, Spec, expand
+from mvplatform.analyses import ConceptAnalysis, analyse_concept
+from mvplatform.data import PairSplit, load_split, pair_file, resolve_dataset
+from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
+from mvplatform.models import PACKAGED, converted_dir, model_fingerprint
+from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
+from mvplatform.statestore import StateStore, file_digest, state_key
 from ray_jobs.resources import WorkerRequest, worker_request
 from ray_jobs.worker import RemoteModelWorker
 from tracking.runs import SubmissionTracker
@@ -34,6 +39,9 @@ class SubmissionSummary:
     experiment: str
     done: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    computed: list[str] = field(default_factory=list)  # items that ran the model
+    cached: list[str] = field(default_factory=list)  # items whose states came from the result store
+    analysed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -41,14 +49,22 @@ class SubmissionSummary:
         return not self.failures
 
 
-def read_splits(spec: Spec, base_dir: Path | None) -> dict[tuple[str, str], PairSplit]:
+@dataclass(frozen=True)
+class PreparedData:
+    splits: dict[tuple[str, str], PairSplit]
+    digests: dict[tuple[str, str], str]  # sha256 of each data file: part of the state cache key
+
+
+def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
     """Every concept x language split, read up front: a missing file stops the run before any work."""
-    return {
-        (concept, language): load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
-                                        spec.data.seed, spec.data.max_pairs, base_dir)
-        for concept in spec.data.concepts
-        for language in spec.data.languages
-    }
+    root = resolve_dataset(spec.data.dataset, base_dir)
+    splits, digests = {}, {}
+    for concept in spec.data.concepts:
+        for language in spec.data.languages:
+            splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
+                                                     spec.data.seed, spec.data.max_pairs, base_dir)
+            digests[(concept, language)] = file_digest(pair_file(root, concept, language))
+    return PreparedData(splits, digests)
 
 
 def submit(
@@ -58,11 +74,13 @@ def submit(
     cache_dir: Path | None = None,
     console: Console | None = None,
 ) -> SubmissionSummary:
-    """Run every extraction item of ``spec`` and log it; returns what ran and what failed."""
+    """Run every item and analysis of ``spec`` and log it; returns what ran, what was reused, what failed."""
     console = console or Console()
     start = time.perf_counter()
     items = expand(spec)
-    splits = read_splits(spec, spec_path.parent if spec_path else None)
+    data = prepare_data(spec, spec_path.parent if spec_path else None)
+    store = StateStore(Path(spec.results.dir))
+    store.check_writable()
     uri = resolve_tracking_uri(spec.tracking.uri)
     client = check_store(uri)
 
@@ -75,10 +93,11 @@ def submit(
         request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
         tracker = SubmissionTracker(client, spec, spec_path)
         summary = SubmissionSummary(tracker.start(len(items)), uri, spec.experiment)
-        console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items on Ray "
-                      f"({request.describe()} per worker) -> MLflow {uri} run {summary.parent_run_id}")
+        console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items on Ray ({request.describe()} per worker) "
+                      f"-> MLflow {uri}, run {summary.parent_run_id}", highlight=False)
+        runner = _Runner(spec, data, store, request, cache_dir, tracker, summary, console)
         try:
-            _run_items(spec, items, splits, request, cache_dir, tracker, summary, console)
+            runner.run(items)
         except BaseException:
             tracker.abort()
             raise
@@ -90,62 +109,143 @@ def submit(
     return summary
 
 
-def _run_items(
-    spec: Spec, items: list[ExtractionItem], splits: dict[tuple[str, str], PairSplit], request: WorkerRequest,
-    cache_dir: Path | None, tracker: SubmissionTracker, summary: SubmissionSummary, console: Console,
-) -> None:
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("extract + recognise", total=len(items))
-        for model in spec.models:
-            mine = [item for item in items if item.model == model]
-            note = ""
-            if model.name in PACKAGED and not converted_dir(model.name, cache_dir).exists():
-                note = " (first use: converting the packaged GGUF once, about 2 minutes)"
-            progress.update(bar, description=f"loading {model.short_name}{note}")
-            workers = [
-                RemoteModelWorker.options(num_cpus=request.num_cpus, num_gpus=request.num_gpus,
-                                          max_restarts=spec.resources.max_retries,
-                                          max_task_retries=spec.resources.max_retries)
-                .remote(model, str(cache_dir) if cache_dir else None, request.threads)
-                for _ in range(spec.resources.model_workers)
-            ]
+@ray.remote
+def _analyse_remote(results: list[ExtractionResult], analyses: list[str], settings) -> ConceptAnalysis:  # noqa: ANN001
+    return analyse_concept(results, analyses, settings)
+
+
+class _Runner:
+    """Drives one submission's items through cache, workers, recognition, analyses and tracking."""
+
+    def __init__(self, spec: Spec, data: PreparedData, store: StateStore, request: WorkerRequest,
+                 cache_dir: Path | None, tracker: SubmissionTracker, summary: SubmissionSummary,
+                 console: Console) -> None:
+        self.spec, self.data, self.store, self.request = spec, data, store, request
+        self.cache_dir, self.tracker, self.summary, self.console = cache_dir, tracker, summary, console
+        self.cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+
+    def run(self, items: list[ExtractionItem]) -> None:
+        n_analyses = len(self.spec.models) * len(self.spec.data.concepts) if self.cross else 0
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+        with Progress(*columns, console=self.console) as progress:
+            bar = progress.add_task("items", total=len(items) + n_analyses)
+            for model in self.spec.models:
+                results = self._extract_model(model, [i for i in items if i.model == model], progress, bar)
+                if self.cross:
+                    self._analyse_model(model, results, progress, bar)
+
+    # -- extraction -----------------------------------------------------------------------------
+
+    def _key(self, item: ExtractionItem, fingerprint: dict[str, str]) -> str:
+        d, e = self.spec.data, self.spec.extract
+        params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
+                  "accelerator": "gpu" if self.request.num_gpus > 0 else "cpu"}
+        return state_key(fingerprint, self.data.digests[(item.concept, item.language)], params)
+
+    def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], progress: Progress,
+                       bar: TaskID) -> list[ExtractionResult]:
+        results: list[ExtractionResult] = []
+        fingerprint = model_fingerprint(model)
+        keys = {item: self._key(item, fingerprint) for item in items}
+        cached = {item: self.store.get(keys[item]) for item in items} if self.spec.results.reuse else {}
+        todo = [item for item in items if cached.get(item) is None]
+        for item in items:
+            if cached.get(item) is not None:
+                self._finish_item(item, cached[item], True, results, progress, bar)
+        if not todo:
+            return results
+        note = ""
+        if model.name in PACKAGED and not converted_dir(model.name, self.cache_dir).exists():
+            note = " (first use: converting the packaged GGUF once, about 2 minutes)"
+        progress.update(bar, description=f"loading {model.short_name}{note}")
+        workers = [
+            RemoteModelWorker.options(num_cpus=self.request.num_cpus, num_gpus=self.request.num_gpus,
+                                      max_restarts=self.spec.resources.max_retries,
+                                      max_task_retries=self.spec.resources.max_retries)
+            .remote(model, str(self.cache_dir) if self.cache_dir else None, self.request.threads)
+            for _ in range(self.spec.resources.model_workers)
+        ]
+        try:
             try:
                 facts = ray.get(workers[0].describe.remote())
-            except (ray.exceptions.RayError,) as exc:
-                for item in mine:
-                    _record_failure(tracker, summary, item, exc)
-                progress.advance(bar, len(mine))
-                _kill(workers)
-                continue
-            layer_numbers(spec.extract, int(facts["n_layers"]))  # SpecError before any extraction
-            progress.update(bar, description=f"extract + recognise ({model.short_name} on {facts['device']})")
+            except ray.exceptions.RayError as exc:
+                for item in todo:
+                    self._record_failure(item, exc)
+                progress.advance(bar, len(todo))
+                return results
+            layer_numbers(self.spec.extract, int(facts["n_layers"]))  # SpecError before any forward pass
+            progress.update(bar, description=f"extract ({model.short_name} on {facts['device']})")
             pending = {
-                workers[i % len(workers)].extract.remote(item.concept, item.language,
-                                                         splits[(item.concept, item.language)],
-                                                         spec.extract, spec.data.seed): item
-                for i, item in enumerate(mine)
+                workers[i % len(workers)].states.remote(self.data.splits[(item.concept, item.language)],
+                                                        self.spec.extract): item
+                for i, item in enumerate(todo)
             }
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 item = pending.pop(ready[0])
                 try:
-                    result = ray.get(ready[0])
+                    states: PairStates = ray.get(ready[0])
                 except ray.exceptions.RayError as exc:
-                    _record_failure(tracker, summary, item, exc)
-                else:
-                    tracker.log_extraction(result, model.short_name)
-                    summary.done.append(item.label)
+                    self._record_failure(item, exc)
+                    progress.advance(bar)
+                    continue
+                self.store.put(keys[item], states)
+                self._finish_item(item, states, False, results, progress, bar)
+        finally:
+            for worker in workers:  # free the resources for the next model
+                ray.kill(worker)
+        return results
+
+    def _finish_item(self, item: ExtractionItem, states: PairStates, cached: bool,
+                     results: list[ExtractionResult], progress: Progress, bar: TaskID) -> None:
+        result = recognise(states, item.model.short_name, item.concept, item.language, self.spec.extract,
+                           self.spec.data.seed, cached)
+        self.tracker.log_extraction(result, item.model.short_name)
+        results.append(result)
+        self.summary.done.append(item.label)
+        (self.summary.cached if cached else self.summary.computed).append(item.label)
+        layer, accuracy = result.best
+        source = "cached" if cached else f"{states.seconds:.1f} s"
+        progress.console.print(f"  {item.label}: best layer {layer}, recognition {100 * accuracy:.1f}% ({source})",
+                               highlight=False)
+        progress.advance(bar)
+
+    def _record_failure(self, item: ExtractionItem, exc: Exception) -> None:
+        message = root_cause(exc)
+        self.summary.failures[item.label] = message
+        self.tracker.log_failure(item.label, {"model": item.model.short_name, "concept": item.concept,
+                                              "language": item.language}, message)
+
+    # -- analyses -------------------------------------------------------------------------------
+
+    def _analyse_model(self, model: ModelSpec, results: list[ExtractionResult], progress: Progress,
+                       bar: TaskID) -> None:
+        by_concept: dict[str, list[ExtractionResult]] = defaultdict(list)
+        for result in results:
+            by_concept[result.concept].append(result)
+        progress.update(bar, description=f"cross-lingual analyses ({model.short_name})")
+        pending = {}
+        for concept in self.spec.data.concepts:
+            if len(by_concept[concept]) < 2:
+                label = f"{model.short_name} / {concept} / cross-lingual"
+                self.summary.failures[label] = "fewer than 2 languages succeeded; nothing to compare"
                 progress.advance(bar)
-            _kill(workers)
-
-
-def _record_failure(tracker: SubmissionTracker, summary: SubmissionSummary, item: ExtractionItem, exc: Exception) -> None:
-    message = root_cause(exc)
-    summary.failures[item.label] = message
-    tracker.log_failure(item.label, {"model": item.model.short_name, "concept": item.concept,
-                                     "language": item.language}, message)
+                continue
+            ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, self.spec.analysis)
+            pending[ref] = concept
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            concept = pending.pop(ready[0])
+            label = f"{model.short_name} / {concept} / cross-lingual"
+            try:
+                analysis = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                self.summary.failures[label] = root_cause(exc)
+            else:
+                self.tracker.log_analysis(analysis, model.short_name)
+                self.summary.analysed.append(label)
+            progress.advance(bar)
 
 
 def root_cause(exc: BaseException) -> str:
@@ -155,9 +255,3 @@ def root_cause(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
-
-
-def _kill(workers: list[ray.actor.ActorHandle]) -> None:
-    """Free a model's workers as soon as its items are done, so the next model gets the resources."""
-    for worker in workers:
-        ray.kill(worker)

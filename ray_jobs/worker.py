@@ -1,4 +1,4 @@
-"""A Ray actor that loads one model once and runs every extraction item given to it."""
+"""A Ray actor that loads one model once and computes hidden states for every item given to it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ray
 import torch
 
 from mvplatform.data import PairSplit
-from mvplatform.extraction import ExtractionResult, run_extraction
+from mvplatform.extraction import PairStates, compute_states
 from mvplatform.models import LoadedModel, load_model
 from mvplatform.spec import ExtractSpec, ModelSpec
 
@@ -26,8 +26,8 @@ class ModelWorker:
         return {"n_layers": self.loaded.n_layers, "device": str(self.loaded.device), "pid": os.getpid(),
                 "gpu_ids": ray.get_gpu_ids()}
 
-    def extract(self, concept: str, language: str, split: PairSplit, extract: ExtractSpec, seed: int) -> ExtractionResult:
-        return run_extraction(self.loaded, concept, language, split, extract, seed)
+    def states(self, split: PairSplit, extract: ExtractSpec) -> PairStates:
+        return compute_states(self.loaded, split, extract)
 
 
 RemoteModelWorker = ray.remote(ModelWorker)

@@ -43,7 +43,8 @@ def test_gemma_recognises_toxicity_well_above_chance(tmp_path):
     from ray_jobs.submit import submit
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = parse_spec(f"name: slow\ndata: {{concepts: [toxicity], languages: [en, fr]}}\ntracking: {{uri: '{uri}'}}")
+    spec = parse_spec(f"name: slow\ndata: {{concepts: [toxicity], languages: [en, fr]}}\ntracking: {{uri: '{uri}'}}\n"
+                      f"results: {{dir: '{tmp_path / 'results'}'}}")
     summary = submit(spec)
     assert summary.ok, summary.failures
     client = MlflowClient(uri)

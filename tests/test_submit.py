@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ name: e2e
 model: {{name: "{model}", device: cpu}}
 data: {{dataset: "{data}", concepts: [morality, truthfulness], languages: [en, fr]}}
 extract: {{batch_size: 4}}
+analyses: [recognition, consistency]
 tracking: {{uri: "{uri}"}}
+results: {{dir: "{results}"}}
 """
 
 
@@ -26,7 +29,7 @@ def submission(tiny_model_dir, mvalue_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("submit")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     path = folder / "spec.yaml"
-    path.write_text(SPEC.format(model=tiny_model_dir("qwen2"), data=mvalue_dir, uri=uri))
+    path.write_text(SPEC.format(model=tiny_model_dir("qwen2"), data=mvalue_dir, uri=uri, results=folder / "results"))
     summary = submit(load_spec(path), path)
     return summary, MlflowClient(tracking_uri=uri)
 
@@ -55,7 +58,7 @@ def test_child_runs_hold_per_layer_curves_vectors_and_figures(submission, tmp_pa
     summary, client = submission
     parent = client.get_run(summary.parent_run_id)
     children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+                                  f"tags.mlflow.parentRunId = '{summary.parent_run_id}' and tags.step = 'extract'")
     assert len(children) == 4
     fr_morality = [c for c in children if c.data.tags["language"] == "fr" and c.data.tags["concept"] == "morality"]
     child = fr_morality[0]
@@ -86,10 +89,44 @@ def test_cli_refuses_a_bad_spec_with_exit_2_and_starts_nothing(tmp_path):
 
 def test_missing_data_stops_the_submission_before_any_run(tiny_model_dir, mvalue_dir, tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(model=tiny_model_dir("llama"), data=mvalue_dir, uri=f"sqlite:///{tmp_path}/m.db")
+    path.write_text(SPEC.format(model=tiny_model_dir("llama"), data=mvalue_dir, uri=f"sqlite:///{tmp_path}/m.db",
+                                results=tmp_path / "results")
                     .replace("[en, fr]", "[en, ja]"))
     result = subprocess.run([sys.executable, "-m", "mvplatform.cli", "submit", str(path)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "morality_ja.json: missing data file" in result.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+def test_cross_lingual_child_runs_hold_matrices_and_heatmaps(submission):
+    summary, client = submission
+    experiment = client.get_run(summary.parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{summary.parent_run_id}' "
+                                            "and tags.step = 'cross-lingual'")
+    assert sorted(r.data.tags["concept"] for r in runs) == ["morality", "truthfulness"]
+    run = runs[0]
+    assert -1.0 <= run.data.metrics["mean_consistency"] <= 1.0
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"consistency_matrix.json", "consistency_heatmap.png"} <= names
+    assert len(client.get_metric_history(run.info.run_id, "layer_similarity")) == TINY_LAYERS
+
+
+def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_model_dir, mvalue_dir,
+                                                              tmp_path_factory):
+    first, client = submission
+    assert len(first.computed) == 4 and not first.cached
+    folder = Path(client.tracking_uri.removeprefix("sqlite:///")).parent
+    path = folder / "spec.yaml"
+    text = path.read_text().replace("analyses: [recognition, consistency]",
+                                    "analyses: [recognition, consistency, transferability]")
+    path.write_text(text.replace("extract: {batch_size: 4}", "extract: {batch_size: 4, method: pca}"))
+    second = submit(load_spec(path), path)
+    assert second.ok, second.failures
+    assert second.computed == [] and sorted(second.cached) == sorted(first.done)
+    experiment = client.get_run(second.parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
+                                            "and tags.step = 'cross-lingual'")
+    assert all("transfer_high_to_low" in r.data.metrics or "transfer_within_high" in r.data.metrics for r in runs)
+    assert {r.data.tags["method"] for r in client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' and tags.step = 'extract'")} == {"pca"}

@@ -26,7 +26,9 @@ from safetensors.numpy import save_file
 
 from mvplatform import __version__
 from mvplatform.extraction import ExtractionResult
-from mvplatform.report import Curve, TableRow, accuracy_figure, recognition_heatmap, recognition_table
+from mvplatform.analyses import ConceptAnalysis, mean_similarity
+from mvplatform.report import (Curve, TableRow, accuracy_figure, layer_similarity_figure, matrix_heatmap,
+                               recognition_heatmap, recognition_table, table1)
 from mvplatform.spec import Spec
 
 MAX_PARAM_LENGTH = 500
@@ -57,6 +59,7 @@ class SubmissionTracker:
         self.parent_id: str | None = None
         self.rows: list[TableRow] = []
         self.curves: dict[tuple[str, str], list[Curve]] = {}
+        self.analyses: list[ConceptAnalysis] = []
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -92,6 +95,7 @@ class SubmissionTracker:
                 for (model, concept), curves in self.curves.items():
                     figure = accuracy_figure(sorted(curves, key=lambda c: c.label), f"{model} / {concept}")
                     self._save_figure(figure, folder / f"curves_{model}_{concept}.png")
+            self._write_analysis_summary(folder)
             if failures:
                 (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
             self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
@@ -143,6 +147,70 @@ class SubmissionTracker:
         self.curves.setdefault((model_label, result.concept), []).append(curve)
         return run_id
 
+    def log_analysis(self, analysis: ConceptAnalysis, model_label: str) -> str:
+        """One child run per model x concept with the cross-lingual matrices, metrics and heatmaps."""
+        assert self.parent_id is not None
+        name = f"{model_label} / {analysis.concept} / cross-lingual"
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": model_label, "concept": analysis.concept,
+                "step": "cross-lingual", "spec": self.spec.name, "languages": ",".join(analysis.languages)}
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        now, langs, metrics = _now(), analysis.languages, []
+        with self._staging() as folder:
+            if analysis.consistency is not None:
+                cons = analysis.consistency
+                metrics.append(Metric("mean_consistency", mean_similarity(analysis), now, 0))
+                metrics += [Metric("layer_similarity", float(v), now, int(layer))
+                            for layer, v in zip(cons.layers, cons.layer_curve())]
+                self.client.log_table(run_id, _matrix_table(cons.mean, langs), "consistency_matrix.json")
+                self._save_figure(matrix_heatmap(cons.mean, langs, f"{model_label} / {analysis.concept}: cosine "
+                                                 f"similarity of concept vectors (mean over layers "
+                                                 f"{cons.layers[0]}-{cons.layers[-1]})", "cosine similarity"),
+                                  folder / "consistency_heatmap.png")
+            if analysis.transfer is not None and analysis.directionality is not None:
+                d = analysis.directionality
+                metrics += [Metric(f"transfer_{k}", v, now, 0) for k, v in vars(d).items() if not np.isnan(v)]
+                self.client.log_table(run_id, _matrix_table(analysis.transfer.scores, langs), "transfer_scores.json")
+                self.client.log_table(run_id, _matrix_table(analysis.transfer.accuracy, langs), "transfer_accuracy.json")
+                self._save_figure(matrix_heatmap(100 * analysis.transfer.scores, langs,
+                                                 f"{model_label} / {analysis.concept}: transfer T(row -> column) "
+                                                 "(best layer, points)", "accuracy difference (points)",
+                                                 diverging=True, fmt="{:+.0f}"), folder / "transfer_heatmap.png")
+            if analysis.linguistic is not None:
+                for feature, cells in analysis.linguistic.items():
+                    metrics += [Metric(f"r_{feature}_{mode}", c.r, now, 0) for mode, c in cells.items()
+                                if not np.isnan(c.r)]
+                markdown, table_csv = table1([(model_label, analysis.concept, analysis.linguistic)])
+                (folder / "linguistic_correlation.md").write_text(markdown)
+                (folder / "linguistic_correlation.csv").write_text(table_csv)
+            self.client.log_artifacts(run_id, str(folder))
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self.client.set_terminated(run_id, "FINISHED")
+        self.analyses.append(analysis)
+        return run_id
+
+    def _write_analysis_summary(self, folder: Path) -> None:
+        """Parent-level Table 1, transfer directionality and per-layer consistency curves."""
+        linguistic = [(a.model, a.concept, a.linguistic) for a in self.analyses if a.linguistic]
+        if linguistic:
+            markdown, table_csv = table1(linguistic)
+            (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown)
+            (folder / "table1_linguistic.csv").write_text(table_csv)
+        directed = [a for a in self.analyses if a.directionality is not None]
+        if directed:
+            lines = ["| model | concept | high -> low | low -> high | within high | within low |", "|---" * 6 + "|"]
+            for a in directed:
+                d = a.directionality
+                lines.append(f"| {a.model} | {a.concept} | " + " | ".join(
+                    "–" if np.isnan(v) else f"{100 * v:+.1f}" for v in vars(d).values()) + " |")
+            lines.append("\nMean transfer score T (accuracy points; 0 = as good as the target's own vectors).")
+            (folder / "transfer_directionality.md").write_text("\n".join(lines))
+        for model in sorted({a.model for a in self.analyses if a.consistency is not None}):
+            curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve())
+                      for a in self.analyses if a.model == model and a.consistency is not None}
+            self._save_figure(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
+                              folder / f"consistency_layers_{model}.png")
+
     def log_failure(self, label: str, tags: dict[str, str], error: str) -> None:
         """A failed item still gets a child run, so the UI shows what failed and why."""
         assert self.parent_id is not None
@@ -163,6 +231,14 @@ class SubmissionTracker:
     def _save_figure(figure: plt.Figure, path: Path) -> None:
         figure.savefig(path)
         plt.close(figure)
+
+
+def _matrix_table(matrix: np.ndarray, languages: list[str]) -> dict[str, list]:
+    """A square matrix as an MLflow table: a row label column, then one column per language."""
+    table: dict[str, list] = {"language": list(languages)}
+    for j, language in enumerate(languages):
+        table[language] = [float(v) for v in matrix[:, j]]
+    return table
 
 
 def _now() -> int:

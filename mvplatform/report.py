@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -15,7 +16,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mvplatform.analyses import ConceptAnalysis  # noqa: E402
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
+from mvplatform.extraction import ExtractionResult  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -170,3 +173,51 @@ def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tup
     lines.append("\nPearson r between concept-vector similarity (cosine, mean over layers) and URIEL linguistic "
                  "similarity over language pairs; * p < 0.05. Split: within high-resource / within low-resource.")
     return "\n".join(lines), out.getvalue()
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: Sequence[ConceptAnalysis]) -> list[Path]:
+    """Every paper-style table and summary figure of a submission, written into ``folder``.
+
+    Used by the tracker at the end of a submission and by ``mvp report`` from what MLflow holds,
+    so both produce the same files.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [TableRow(r.model, r.concept, r.language, *r.best) for r in results]
+    if rows:
+        markdown, table_csv = recognition_table(rows)
+        (folder / "recognition.md").write_text(markdown)
+        (folder / "recognition.csv").write_text(table_csv)
+        for model in sorted({r.model for r in rows}):
+            _save(recognition_heatmap(rows, model), folder / f"recognition_{model}.png")
+        for model, concept in sorted({(r.model, r.concept) for r in results}):
+            curves = [Curve(r.language, r.vectors.layers, r.accuracy) for r in results
+                      if (r.model, r.concept) == (model, concept)]
+            ordered = sorted(curves, key=lambda c: list(LANGUAGES).index(c.label) if c.label in LANGUAGES else 99)
+            _save(accuracy_figure(ordered, f"{model} / {concept}: recognition accuracy per layer"),
+                  folder / f"curves_{model}_{concept}.png")
+    linguistic = [(a.model, a.concept, a.linguistic) for a in analyses if a.linguistic]
+    if linguistic:
+        markdown, table_csv = table1(linguistic)
+        (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown)
+        (folder / "table1_linguistic.csv").write_text(table_csv)
+    directed = [a for a in analyses if a.directionality is not None]
+    if directed:
+        lines = ["| model | concept | high -> low | low -> high | within high | within low |", "|---" * 6 + "|"]
+        for a in directed:
+            values = vars(a.directionality).values()
+            lines.append(f"| {a.model} | {a.concept} | "
+                         + " | ".join("–" if np.isnan(v) else f"{100 * v:+.1f}" for v in values) + " |")
+        lines.append("\nMean transfer score T(source -> target) in accuracy points over language pairs; "
+                     "0 = as good as the target's own vectors, negative = worse.")
+        (folder / "transfer_directionality.md").write_text("\n".join(lines))
+    for model in sorted({a.model for a in analyses if a.consistency is not None}):
+        curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve())
+                  for a in analyses if a.model == model and a.consistency is not None}
+        _save(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
+              folder / f"consistency_layers_{model}.png")
+    return sorted(folder.iterdir())

@@ -201,7 +201,7 @@ class _Runner:
                      results: list[ExtractionResult], progress: Progress, bar: TaskID) -> None:
         result = recognise(states, item.model.short_name, item.concept, item.language, self.spec.extract,
                            self.spec.data.seed, cached)
-        self.tracker.log_extraction(result, item.model.short_name)
+        self.tracker.log_extraction(result)
         results.append(result)
         self.summary.done.append(item.label)
         (self.summary.cached if cached else self.summary.computed).append(item.label)
@@ -243,7 +243,7 @@ class _Runner:
             except ray.exceptions.RayError as exc:
                 self.summary.failures[label] = root_cause(exc)
             else:
-                self.tracker.log_analysis(analysis, model.short_name)
+                self.tracker.log_analysis(analysis)
                 self.summary.analysed.append(label)
             progress.advance(bar)
 

@@ -27,8 +27,7 @@ from safetensors.numpy import save_file
 from mvplatform import __version__
 from mvplatform.extraction import ExtractionResult
 from mvplatform.analyses import ConceptAnalysis, mean_similarity
-from mvplatform.report import (Curve, TableRow, accuracy_figure, layer_similarity_figure, matrix_heatmap,
-                               recognition_heatmap, recognition_table, table1)
+from mvplatform.report import Curve, accuracy_figure, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
 
 MAX_PARAM_LENGTH = 500
@@ -57,8 +56,7 @@ class SubmissionTracker:
         self.spec_path = spec_path
         self.experiment_id = self._experiment_id(spec.experiment)
         self.parent_id: str | None = None
-        self.rows: list[TableRow] = []
-        self.curves: dict[tuple[str, str], list[Curve]] = {}
+        self.results: list[ExtractionResult] = []
         self.analyses: list[ConceptAnalysis] = []
 
     def _experiment_id(self, name: str) -> str:
@@ -86,22 +84,14 @@ class SubmissionTracker:
         """Summary tables, figures and metrics on the parent; FAILED if any item failed."""
         assert self.parent_id is not None
         with self._staging() as folder:
-            if self.rows:
-                markdown, table_csv = recognition_table(self.rows)
-                (folder / "recognition.md").write_text(markdown)
-                (folder / "recognition.csv").write_text(table_csv)
-                for model in sorted({r.model for r in self.rows}):
-                    self._save_figure(recognition_heatmap(self.rows, model), folder / f"recognition_{model}.png")
-                for (model, concept), curves in self.curves.items():
-                    figure = accuracy_figure(sorted(curves, key=lambda c: c.label), f"{model} / {concept}")
-                    self._save_figure(figure, folder / f"curves_{model}_{concept}.png")
-            self._write_analysis_summary(folder)
+            write_summary(folder, self.results, self.analyses)
             if failures:
                 (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
             self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
-        metrics = [Metric("items_failed", len(failures), _now(), 0), Metric("items_done", len(self.rows), _now(), 0)]
-        if self.rows:
-            metrics.append(Metric("mean_best_accuracy", float(np.mean([r.best_accuracy for r in self.rows])), _now(), 0))
+        now = _now()
+        metrics = [Metric("items_failed", len(failures), now, 0), Metric("items_done", len(self.results), now, 0)]
+        if self.results:
+            metrics.append(Metric("mean_best_accuracy", float(np.mean([r.best[1] for r in self.results])), now, 0))
         self.client.log_batch(self.parent_id, metrics=metrics)
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
@@ -111,13 +101,13 @@ class SubmissionTracker:
 
     # -- children -------------------------------------------------------------------------------
 
-    def log_extraction(self, result: ExtractionResult, model_label: str) -> str:
+    def log_extraction(self, result: ExtractionResult) -> str:
         """One child run: per-layer accuracy curve, best layer, vectors and (optionally) test states."""
         assert self.parent_id is not None
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": model_label, "concept": result.concept,
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": result.model, "concept": result.concept,
                 "language": result.language, "step": "extract", "spec": self.spec.name,
                 "method": result.vectors.method}
-        run_name = f"{model_label} / {result.concept} / {result.language} / extract"
+        run_name = f"{result.model} / {result.concept} / {result.language} / extract"
         run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         layer, accuracy = result.best
         now = _now()
@@ -129,7 +119,7 @@ class SubmissionTracker:
         self.client.log_batch(run_id, metrics=metrics,
                               params=[Param("model", result.model), Param("concept", result.concept),
                                       Param("language", result.language), Param("method", result.vectors.method)],
-                              tags=[RunTag("best_layer", str(layer))])
+                              tags=[RunTag("best_layer", str(layer)), RunTag("states", "cached" if result.cached else "computed")])
         with self._staging() as folder:
             result.vectors.save(folder / "vectors.safetensors")
             if self.spec.tracking.log_states:
@@ -143,15 +133,14 @@ class SubmissionTracker:
             self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
-        self.rows.append(TableRow(model_label, result.concept, result.language, layer, accuracy))
-        self.curves.setdefault((model_label, result.concept), []).append(curve)
+        self.results.append(result)
         return run_id
 
-    def log_analysis(self, analysis: ConceptAnalysis, model_label: str) -> str:
+    def log_analysis(self, analysis: ConceptAnalysis) -> str:
         """One child run per model x concept with the cross-lingual matrices, metrics and heatmaps."""
         assert self.parent_id is not None
-        name = f"{model_label} / {analysis.concept} / cross-lingual"
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": model_label, "concept": analysis.concept,
+        name = f"{analysis.model} / {analysis.concept} / cross-lingual"
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": analysis.model, "concept": analysis.concept,
                 "step": "cross-lingual", "spec": self.spec.name, "languages": ",".join(analysis.languages)}
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         now, langs, metrics = _now(), analysis.languages, []
@@ -162,7 +151,7 @@ class SubmissionTracker:
                 metrics += [Metric("layer_similarity", float(v), now, int(layer))
                             for layer, v in zip(cons.layers, cons.layer_curve())]
                 self.client.log_table(run_id, _matrix_table(cons.mean, langs), "consistency_matrix.json")
-                self._save_figure(matrix_heatmap(cons.mean, langs, f"{model_label} / {analysis.concept}: cosine "
+                self._save_figure(matrix_heatmap(cons.mean, langs, f"{analysis.model} / {analysis.concept}: cosine "
                                                  f"similarity of concept vectors (mean over layers "
                                                  f"{cons.layers[0]}-{cons.layers[-1]})", "cosine similarity"),
                                   folder / "consistency_heatmap.png")
@@ -172,14 +161,14 @@ class SubmissionTracker:
                 self.client.log_table(run_id, _matrix_table(analysis.transfer.scores, langs), "transfer_scores.json")
                 self.client.log_table(run_id, _matrix_table(analysis.transfer.accuracy, langs), "transfer_accuracy.json")
                 self._save_figure(matrix_heatmap(100 * analysis.transfer.scores, langs,
-                                                 f"{model_label} / {analysis.concept}: transfer T(row -> column) "
+                                                 f"{analysis.model} / {analysis.concept}: transfer T(row -> column) "
                                                  "(best layer, points)", "accuracy difference (points)",
                                                  diverging=True, fmt="{:+.0f}"), folder / "transfer_heatmap.png")
             if analysis.linguistic is not None:
                 for feature, cells in analysis.linguistic.items():
                     metrics += [Metric(f"r_{feature}_{mode}", c.r, now, 0) for mode, c in cells.items()
                                 if not np.isnan(c.r)]
-                markdown, table_csv = table1([(model_label, analysis.concept, analysis.linguistic)])
+                markdown, table_csv = table1([(analysis.model, analysis.concept, analysis.linguistic)])
                 (folder / "linguistic_correlation.md").write_text(markdown)
                 (folder / "linguistic_correlation.csv").write_text(table_csv)
             self.client.log_artifacts(run_id, str(folder))
@@ -188,28 +177,6 @@ class SubmissionTracker:
         self.client.set_terminated(run_id, "FINISHED")
         self.analyses.append(analysis)
         return run_id
-
-    def _write_analysis_summary(self, folder: Path) -> None:
-        """Parent-level Table 1, transfer directionality and per-layer consistency curves."""
-        linguistic = [(a.model, a.concept, a.linguistic) for a in self.analyses if a.linguistic]
-        if linguistic:
-            markdown, table_csv = table1(linguistic)
-            (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown)
-            (folder / "table1_linguistic.csv").write_text(table_csv)
-        directed = [a for a in self.analyses if a.directionality is not None]
-        if directed:
-            lines = ["| model | concept | high -> low | low -> high | within high | within low |", "|---" * 6 + "|"]
-            for a in directed:
-                d = a.directionality
-                lines.append(f"| {a.model} | {a.concept} | " + " | ".join(
-                    "–" if np.isnan(v) else f"{100 * v:+.1f}" for v in vars(d).values()) + " |")
-            lines.append("\nMean transfer score T (accuracy points; 0 = as good as the target's own vectors).")
-            (folder / "transfer_directionality.md").write_text("\n".join(lines))
-        for model in sorted({a.model for a in self.analyses if a.consistency is not None}):
-            curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve())
-                      for a in self.analyses if a.model == model and a.consistency is not None}
-            self._save_figure(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
-                              folder / f"consistency_layers_{model}.png")
 
     def log_failure(self, label: str, tags: dict[str, str], error: str) -> None:
         """A failed item still gets a child run, so the UI shows what failed and why."""

@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   mvp validate experiments/quickstart.yaml
   mvp plan experiments/quickstart.yaml
   mvp submit experiments/quickstart.yaml
+  mvp report experiments/quickstart.yaml   # tables and figures of its latest run
+  mvp compare RUN_ID_A RUN_ID_B
   mvp ui                      # MLflow UI on http://127.0.0.1:5000
   mvp list languages
 """
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path)
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
+    p = command("report", cmd_report, "regenerate a submission's tables and figures from MLflow (no model)")
+    p.add_argument("run", help="parent run id (printed by mvp submit) or a spec file (its latest submission)")
+    p.add_argument("-o", "--output", type=Path, default=Path("mvp-report"), help="folder to write (default mvp-report)")
+    p.add_argument("--no-log", action="store_true", help="do not also log the files to the run's report/ folder")
+    p = command("compare", cmd_compare, "key metrics of several submissions side by side")
+    p.add_argument("runs", nargs="+", help="parent run ids or spec files")
     p = command("schema", cmd_schema, "write the spec's JSON Schema (for YAML editors)")
     p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
     p = command("ui", cmd_ui, "start the MLflow UI on the local store, bound to 127.0.0.1")
@@ -85,21 +93,27 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from mvplatform.spec import expand, load_spec
+    from mvplatform.spec import CROSS_LINGUAL, expand, load_spec
 
     spec = load_spec(args.spec)
     items = expand(spec)
-    table = Table(title=f"{spec.name}: {len(items)} work items")
+    table = Table(title=f"{spec.name}: {len(items)} extraction items (one forward pass each, unless cached)")
     for column in ("#", "model", "concept", "language", "steps"):
         table.add_column(column)
     for i, item in enumerate(items, 1):
-        table.add_row(str(i), item.model.short_name, item.concept, item.language, " -> ".join(item.steps))
+        table.add_row(str(i), item.model.short_name, item.concept, item.language, "hidden states -> vectors -> recognition")
     console.print(table)
+    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+    if cross:
+        console.print(f"then per model x concept ({len(spec.models) * len(spec.data.concepts)} Ray tasks, no model): "
+                      f"{', '.join(cross)} over {len(spec.data.languages)} languages "
+                      f"(high-resource: {', '.join(spec.analysis.high_resource)})")
     r = spec.resources
-    cpus = r.cpus_per_worker if r.cpus_per_worker is not None else "all CPUs / workers (1 on GPU workers)"
+    cpus = r.cpus_per_worker if r.cpus_per_worker is not None else "the machine's CPUs / workers (1 on GPU workers)"
     gpus = "1 if the Ray cluster has GPUs, else 0" if r.gpus_per_worker == "auto" else r.gpus_per_worker
-    console.print(f"resources: {r.model_workers} worker(s) per model, each holding one model copy; "
-                  f"per worker: CPUs = {cpus}; GPUs = {gpus}; retries = {r.max_retries}")
+    console.print(f"resources: {r.model_workers} Ray actor(s) per model, each holding one model copy; per actor: "
+                  f"CPUs = {cpus}; GPUs = {gpus}; retries = {r.max_retries}. Hidden states cached in "
+                  f"{spec.results.dir}/ (reuse: {spec.results.reuse})")
     return 0
 
 
@@ -116,6 +130,37 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]failed[/] {label}: {message}", highlight=False)
     console.print("see it: mvp ui  (then open the experiment and compare child runs)")
     return 0 if summary.ok else 1
+
+
+def _client(refs: list[str]):  # noqa: ANN202 - an MlflowClient, imported lazily
+    """The store of the first spec file among ``refs`` that names one, else the default store."""
+    from mvplatform.spec import load_spec
+    from tracking.store import check_store, resolve_tracking_uri
+
+    spec_uris = [load_spec(ref).tracking.uri for ref in refs if Path(ref).suffix in (".yaml", ".yml")]
+    return check_store(resolve_tracking_uri(next((u for u in spec_uris if u), None)))
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from tracking.reports import report
+
+    files = report(_client([args.run]), args.run, args.output, log=not args.no_log)
+    console.print(f"wrote {len(files)} files to {args.output}/: " + ", ".join(f.name for f in files))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from tracking.reports import compare
+
+    labels, rows = compare(_client(args.runs), args.runs)
+    table = Table(title="mvp compare")
+    table.add_column("metric")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for name, values in rows.items():
+        table.add_row(name, *["–" if v is None else f"{v:.3f}" for v in values])
+    console.print(table)
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace, console: Console) -> int:

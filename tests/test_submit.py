@@ -130,3 +130,27 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     assert all("transfer_high_to_low" in r.data.metrics or "transfer_within_high" in r.data.metrics for r in runs)
     assert {r.data.tags["method"] for r in client.search_runs(
         [experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' and tags.step = 'extract'")} == {"pca"}
+
+
+def test_report_regenerates_tables_and_figures_from_mlflow_alone(submission, tmp_path):
+    from tracking.reports import report
+
+    summary, client = submission
+    files = {f.name for f in report(client, summary.parent_run_id, tmp_path / "report")}
+    assert {"recognition.md", "recognition.csv", "consistency_layers_tiny-qwen20.png"} <= files
+    table = (tmp_path / "report" / "recognition.md").read_text()
+    assert "| morality |" in table and "| en | fr |" in table
+    logged = {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
+    assert "report/recognition.md" in logged
+
+
+def test_compare_lines_up_two_submissions(submission):
+    from tracking.reports import compare
+
+    summary, client = submission
+    experiment = client.get_run(summary.parent_run_id).info.experiment_id
+    parents = client.search_runs([experiment], "tags.step = 'submission'", order_by=["attributes.start_time ASC"])
+    labels, rows = compare(client, [p.info.run_id for p in parents[:2]])
+    assert len(labels) == 2
+    key = next(k for k in rows if k.startswith("best_accuracy") and k.endswith("morality / en"))
+    assert all(v is not None and 0 <= v <= 1 for v in rows[key])

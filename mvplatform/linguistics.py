@@ -17,8 +17,8 @@ Similarity = 1 - distance. Results are cached in memory per process.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import cache
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,15 @@ FEATURES: dict[str, tuple[str, str]] = {
 
 
 def _data_dir() -> Path:
-    spec = importlib.util.find_spec("lang2vec")
-    if spec is None or not spec.submodule_search_locations:
+    # Located through the installed distribution, not an import: the wheel also installs a script
+    # `bin/lang2vec.py`, which shadows the package wherever a console script's folder leads sys.path.
+    try:
+        folder = Path(str(distribution("lang2vec").locate_file("lang2vec/data")))
+    except PackageNotFoundError:
+        folder = None
+    if folder is None or not (folder / "family_features.npz").is_file():
         raise DataError("linguistic analyses need URIEL data from the lang2vec package: pip install lang2vec")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    return folder
 
 
 @cache

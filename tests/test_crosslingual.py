@@ -80,3 +80,18 @@ def test_uriel_similarities_are_symmetric_and_sensible():
     assert genetic[1, 2] > genetic[0, 1] > genetic[0, 3]  # fr-es (Romance) > en-fr (Indo-European) > en-ja
     geographic = similarity_matrix(languages, "geographic")
     assert geographic[1, 2] > geographic[0, 3]
+
+
+def test_uriel_data_is_found_even_when_the_lang2vec_script_shadows_the_package():
+    """The lang2vec wheel installs bin/lang2vec.py; console scripts put bin/ first on sys.path."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
+            "assert importlib.util.find_spec('lang2vec').origin.endswith('lang2vec.py'); "  # shadowed, as in Ray
+            "from mvplatform.linguistics import similarity_matrix; print(similarity_matrix(['en', 'fr'], 'genetic')[0, 0])")
+    result = subprocess.run([sys.executable, "-c", code, str(Path(sys.executable).parent)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(1.0)

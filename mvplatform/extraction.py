@@ -74,6 +74,7 @@ class ExtractionResult:
     n_train: int
     seconds: float  # forward-pass time (0 when the states came from the cache)
     cached: bool = False
+    train_accuracy: np.ndarray | None = None  # [L] on the training pairs, for test-free layer choice
 
     @property
     def n_test(self) -> int:
@@ -81,7 +82,16 @@ class ExtractionResult:
 
     @property
     def best(self) -> tuple[int, float]:
+        """The paper's number: the best test accuracy over layers (optimistic on small test sets)."""
         return best_layer(self.accuracy, self.vectors.layers)
+
+    @property
+    def selected(self) -> tuple[int, float] | None:
+        """Test accuracy at the layer chosen on the training pairs: no selection on the test set."""
+        if self.train_accuracy is None:
+            return None
+        layer, _ = best_layer(self.train_accuracy, self.vectors.layers)
+        return layer, float(self.accuracy[self.vectors.layers.index(layer)])
 
 
 def layer_numbers(extract: ExtractSpec, n_layers: int) -> list[int]:
@@ -104,4 +114,4 @@ def recognise(states: PairStates, model: str, concept: str, language: str, extra
     vectors = extract_vectors(pos[:n], neg[:n], layers, extract.method, seed)
     accuracy = recognition_accuracy(vectors, pos[n:], neg[n:])
     return ExtractionResult(model, concept, language, vectors, accuracy, pos[n:], neg[n:], n,
-                            states.seconds, cached)
+                            states.seconds, cached, recognition_accuracy(vectors, pos[:n], neg[:n]))

@@ -31,6 +31,7 @@ class Curve:
 def accuracy_figure(curves: Sequence[Curve], title: str) -> Figure:
     """Recognition accuracy per layer, one line per curve, with chance marked."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 16 languages without repeated colours
     for curve in curves:
         ax.plot(curve.layers, 100 * np.asarray(curve.accuracy), marker="o", markersize=3, label=curve.label)
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -56,7 +57,7 @@ def _ordered(values: set[str], order: Sequence[str]) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
-def recognition_table(rows: Sequence[TableRow]) -> tuple[str, str]:
+def recognition_table(rows: Sequence[TableRow], what: str = "best-layer recognition accuracy") -> tuple[str, str]:
     """Best-layer accuracy (%) as concept x language tables per model: (Markdown, CSV)."""
     markdown, out = [], io.StringIO()
     writer = csv.writer(out)
@@ -68,7 +69,7 @@ def recognition_table(rows: Sequence[TableRow]) -> tuple[str, str]:
         concepts = _ordered({r.concept for r in mine}, CONCEPTS)
         languages = _ordered({r.language for r in mine}, list(LANGUAGES))
         cell = {(r.concept, r.language): r for r in mine}
-        markdown.append(f"### {model}: best-layer recognition accuracy (%)\n")
+        markdown.append(f"### {model}: {what} (%)\n")
         markdown.append("| concept | " + " | ".join(languages) + " | mean |")
         markdown.append("|---" * (len(languages) + 2) + "|")
         for concept in concepts:
@@ -187,11 +188,18 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
     so both produce the same files.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    rank = {concept: i for i, concept in enumerate(CONCEPTS)}
+    analyses = sorted(analyses, key=lambda a: (a.model, rank.get(a.concept, len(rank))))
     rows = [TableRow(r.model, r.concept, r.language, *r.best) for r in results]
     if rows:
         markdown, table_csv = recognition_table(rows)
-        (folder / "recognition.md").write_text(markdown)
+        (folder / "recognition.md").write_text(markdown + "\n")
         (folder / "recognition.csv").write_text(table_csv)
+        selected = [TableRow(r.model, r.concept, r.language, *r.selected) for r in results if r.selected]
+        if selected:
+            markdown, table_csv = recognition_table(selected, "test accuracy at the layer chosen on training pairs")
+            (folder / "recognition_selected.md").write_text(markdown + "\n")
+            (folder / "recognition_selected.csv").write_text(table_csv)
         for model in sorted({r.model for r in rows}):
             _save(recognition_heatmap(rows, model), folder / f"recognition_{model}.png")
         for model, concept in sorted({(r.model, r.concept) for r in results}):
@@ -203,7 +211,7 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
     linguistic = [(a.model, a.concept, a.linguistic) for a in analyses if a.linguistic]
     if linguistic:
         markdown, table_csv = table1(linguistic)
-        (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown)
+        (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown + "\n")
         (folder / "table1_linguistic.csv").write_text(table_csv)
     directed = [a for a in analyses if a.directionality is not None]
     if directed:
@@ -214,7 +222,7 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
                          + " | ".join("–" if np.isnan(v) else f"{100 * v:+.1f}" for v in values) + " |")
         lines.append("\nMean transfer score T(source -> target) in accuracy points over language pairs; "
                      "0 = as good as the target's own vectors, negative = worse.")
-        (folder / "transfer_directionality.md").write_text("\n".join(lines))
+        (folder / "transfer_directionality.md").write_text("\n".join(lines) + "\n")
     for model in sorted({a.model for a in analyses if a.consistency is not None}):
         curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve())
                   for a in analyses if a.model == model and a.consistency is not None}

@@ -73,3 +73,18 @@ def test_vectors_round_trip_through_safetensors(tmp_path):
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="layers"):
         extract_vectors(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), layers=[1, 2])
+
+
+def test_selected_layer_is_chosen_on_training_pairs_not_on_the_test_set():
+    from mvplatform.extraction import PairStates, recognise
+    from mvplatform.spec import ExtractSpec
+
+    # 2 layers, hidden 1, 3 train pairs then 1 test pair. Layer 1: every train pair right, the
+    # test pair wrong. Layer 2: 2 of 3 train pairs right, the test pair right.
+    pos = np.array([[[1.0], [1.0]], [[1.0], [1.0]], [[1.0], [-1.0]], [[-1.0], [1.0]]])
+    neg = np.zeros_like(pos)
+    result = recognise(PairStates(pos, neg, 3, [1, 2]), "m", "c", "en", ExtractSpec())
+    np.testing.assert_allclose(result.train_accuracy, [1.0, 2 / 3])
+    np.testing.assert_allclose(result.accuracy, [0.0, 1.0])
+    assert result.best == (2, 1.0)  # chosen on the test pairs: optimistic
+    assert result.selected == (1, 0.0)  # chosen on the training pairs: honest

@@ -62,8 +62,9 @@ def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
             folder.mkdir()
             names = {a.path for a in client.list_artifacts(run.info.run_id)}
             vectors = ConceptVectors.load(client.download_artifacts(run.info.run_id, "vectors.safetensors", str(folder)))
-            accuracy = json.loads(Path(client.download_artifacts(run.info.run_id, "accuracy.json", str(folder)))
-                                  .read_text())["accuracy"]
+            curves = json.loads(Path(client.download_artifacts(run.info.run_id, "accuracy.json", str(folder)))
+                                .read_text())
+            train = curves.get("train_accuracy")
             if "test_states.safetensors" in names:
                 states = load_file(client.download_artifacts(run.info.run_id, "test_states.safetensors", str(folder)))
                 pos, neg = states["pos"].astype(np.float32), states["neg"].astype(np.float32)
@@ -71,8 +72,9 @@ def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
                 pos = neg = np.zeros((0, len(vectors.layers), vectors.directions.shape[1]), dtype=np.float32)
             tags = run.data.tags
             results.append(ExtractionResult(tags["model"], tags["concept"], tags["language"], vectors,
-                                            np.asarray(accuracy), pos, neg, int(run.data.metrics.get("n_train", 0)),
-                                            0.0, tags.get("states") == "cached"))
+                                            np.asarray(curves["accuracy"]), pos, neg,
+                                            int(run.data.metrics.get("n_train", 0)), 0.0,
+                                            tags.get("states") == "cached", None if train is None else np.asarray(train)))
     return results
 
 

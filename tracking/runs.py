@@ -113,6 +113,11 @@ class SubmissionTracker:
         now = _now()
         metrics = [Metric("recognition_accuracy", float(a), now, int(step))
                    for step, a in zip(result.vectors.layers, result.accuracy)]
+        if result.selected is not None:
+            metrics += [Metric("selected_layer", result.selected[0], now, 0),
+                        Metric("selected_accuracy", result.selected[1], now, 0)]
+            metrics += [Metric("train_accuracy", float(a), now, int(step))
+                        for step, a in zip(result.vectors.layers, result.train_accuracy)]
         metrics += [Metric("best_layer", layer, now, 0), Metric("best_accuracy", accuracy, now, 0),
                     Metric("n_train", result.n_train, now, 0), Metric("n_test", result.n_test, now, 0),
                     Metric("seconds", result.seconds, now, 0)]
@@ -128,6 +133,7 @@ class SubmissionTracker:
                           str(folder / "test_states.safetensors"))
             (folder / "accuracy.json").write_text(json.dumps(
                 {"layers": result.vectors.layers, "accuracy": [float(a) for a in result.accuracy],
+                 "train_accuracy": None if result.train_accuracy is None else [float(a) for a in result.train_accuracy],
                  "best_layer": layer, "best_accuracy": accuracy}, indent=1))
             curve = Curve(result.language, result.vectors.layers, result.accuracy)
             self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")

@@ -67,7 +67,12 @@ def feature_vector(language: str, feature: str) -> np.ndarray:
 
 
 def similarity_matrix(languages: list[str], feature: str) -> np.ndarray:
-    """``[n, n]`` linguistic similarity (1 - cosine distance of URIEL vectors)."""
+    """``[n, n]`` linguistic similarity (1 - cosine distance of URIEL vectors), cached per process."""
+    return _similarity(tuple(languages), feature).copy()
+
+
+@cache
+def _similarity(languages: tuple[str, ...], feature: str) -> np.ndarray:
     if feature not in FEATURES:
         raise ValueError(f"unknown linguistic feature {feature!r}; choose from {', '.join(FEATURES)}")
     vectors = np.stack([feature_vector(lang, feature) for lang in languages])

@@ -82,8 +82,8 @@ def recognition_table(rows: Sequence[TableRow], what: str = "best-layer recognit
     return "\n".join(markdown), out.getvalue()
 
 
-def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
-    """Concept x language heatmap of best-layer accuracy for one model."""
+def recognition_heatmap(rows: Sequence[TableRow], model: str, what: str = "best-layer recognition") -> Figure:
+    """Concept x language heatmap of recognition accuracy for one model."""
     mine = [r for r in rows if r.model == model]
     concepts = _ordered({r.concept for r in mine}, CONCEPTS)
     languages = _ordered({r.language for r in mine}, list(LANGUAGES))
@@ -91,7 +91,8 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
     for r in mine:
         grid[concepts.index(r.concept), languages.index(r.language)] = 100 * r.best_accuracy
     fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.55 * len(languages)), 1.4 + 0.45 * len(concepts)), dpi=110)
-    image = ax.imshow(grid, vmin=50, vmax=100, cmap="viridis", aspect="auto")
+    low = min(50.0, float(np.nanmin(grid))) if np.isfinite(grid).any() else 50.0
+    image = ax.imshow(grid, vmin=low, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(languages)), languages)
     ax.set_yticks(range(len(concepts)), concepts)
     for i in range(len(concepts)):
@@ -99,8 +100,8 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str) -> Figure:
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if grid[i, j] < 80 else "black")
-    fig.colorbar(image, ax=ax, label="best-layer accuracy (%)")
-    ax.set_title(f"{model}: best-layer recognition", fontsize=10)
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    ax.set_title(f"{model}: {what}", fontsize=10)
     ax.set_xlabel("language (high- to low-resource)")
     fig.tight_layout()
     return fig
@@ -200,6 +201,9 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
             markdown, table_csv = recognition_table(selected, "test accuracy at the layer chosen on training pairs")
             (folder / "recognition_selected.md").write_text(markdown + "\n")
             (folder / "recognition_selected.csv").write_text(table_csv)
+            for model in sorted({r.model for r in selected}):
+                _save(recognition_heatmap(selected, model, "recognition at the layer chosen on training pairs"),
+                      folder / f"recognition_selected_{model}.png")
         for model in sorted({r.model for r in rows}):
             _save(recognition_heatmap(rows, model), folder / f"recognition_{model}.png")
         for model, concept in sorted({(r.model, r.concept) for r in results}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def resolve_tracking_uri(spec_uri: str | None = None, workdir: Path | None = Non
 
 def check_store(uri: str) -> MlflowClient:
     """A client for ``uri`` that has answered one query; a clear error when the store is unusable."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..." is noise
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)

@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not also log the files to the run's report/ folder")
     p = command("compare", cmd_compare, "key metrics of several submissions side by side")
     p.add_argument("runs", nargs="+", help="parent run ids or spec files")
-    p = command("schema", cmd_schema, "write the spec's JSON Schema (for YAML editors)")
+    p = command("schema", cmd_schema, "write the spec's JSON Schema (for YAML editors) or its Markdown reference")
     p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
+    p.add_argument("--markdown", action="store_true", help="the human reference (docs/spec.md) instead of JSON Schema")
     p = command("ui", cmd_ui, "start the MLflow UI on the local store, bound to 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
@@ -165,8 +166,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_schema(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.spec import json_schema
+    from mvplatform.specdoc import spec_reference
 
-    text = json.dumps(json_schema(), indent=2)
+    text = spec_reference().rstrip() if args.markdown else json.dumps(json_schema(), indent=2)
     if args.output:
         args.output.write_text(text + "\n")
         console.print(f"wrote {args.output}")
@@ -180,7 +182,11 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
 
     uri = resolve_tracking_uri()
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    console.print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    base = f"http://{args.host}:{args.port}"
+    console.print(f"MLflow UI for {uri} on {base} (Ctrl-C to stop)", highlight=False)
+    for experiment in _client([]).search_experiments():
+        if experiment.name != "Default":
+            console.print(f"  {experiment.name}: {base}/#/experiments/{experiment.experiment_id}/runs", highlight=False)
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     return subprocess.call(command, env=os.environ.copy())
 

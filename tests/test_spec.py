@@ -78,3 +78,14 @@ def test_shipped_specs_are_valid():
 
     for path in sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")):
         assert expand(load_spec(path)), path
+
+
+def test_shipped_spec_reference_is_current():
+    from pathlib import Path
+
+    from mvplatform.specdoc import spec_reference
+
+    shipped = (Path(__file__).parents[1] / "docs" / "spec.md").read_text()
+    assert shipped == spec_reference(), "run: mvp schema --markdown -o docs/spec.md"
+    for field in ("data.languages", "extract.method", "resources.gpus_per_worker", "tracking.uri"):
+        assert f"| `{field}` |" in shipped

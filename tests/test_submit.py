@@ -52,6 +52,8 @@ def test_parent_run_holds_spec_summary_and_status(submission):
     assert {"summary/recognition.md", "summary/recognition.csv"} <= paths
     assert any(p.endswith(".png") for p in paths)
     assert [a.path for a in client.list_artifacts(summary.parent_run_id, "spec")] == ["spec/spec.yaml"]
+    store_folder = Path(client.tracking_uri.removeprefix("sqlite:///")).parent
+    assert parent.info.artifact_uri.startswith((store_folder / "mlruns").as_uri())  # beside the store, not cwd
 
 
 def test_child_runs_hold_per_layer_curves_vectors_and_figures(submission, tmp_path):

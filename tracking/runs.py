@@ -29,8 +29,10 @@ from mvplatform.extraction import ExtractionResult
 from mvplatform.analyses import ConceptAnalysis, mean_similarity
 from mvplatform.report import Curve, accuracy_figure, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
+from tracking.store import artifact_location
 
 MAX_PARAM_LENGTH = 500
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -61,7 +63,11 @@ class SubmissionTracker:
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
-        return experiment.experiment_id if experiment else self.client.create_experiment(name)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+            name, artifact_location=artifact_location(self.client.tracking_uri, name))
+        # MLflow 3's UI opens experiments in its GenAI (traces) view unless told they hold runs.
+        self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+        return experiment_id
 
     # -- parent ---------------------------------------------------------------------------------
 

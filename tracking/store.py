@@ -38,3 +38,15 @@ def check_store(uri: str) -> MlflowClient:
             "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
         ) from None
     return client
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a new experiment in a SQLite store live beside the database file.
+
+    MLflow's own default is ``./mlruns`` relative to whichever process creates the experiment,
+    which scatters artifacts over working directories; other stores keep MLflow's default.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    return (database.parent / "mlruns" / experiment).resolve().as_uri()

@@ -21,6 +21,7 @@ from rich.table import Table
 from mvplatform.errors import MvpError
 
 EXAMPLES = """examples:
+  mvp init my-study --concepts fairness,harmfulness --languages en,fr,sw
   mvp validate experiments/quickstart.yaml
   mvp plan experiments/quickstart.yaml
   mvp submit experiments/quickstart.yaml
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.command(args, console) or 0)
     except MvpError as exc:
+        if args.debug:
+            raise
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -54,8 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(command=fn)
         p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final result")
+        p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
         return p
 
+    p = command("init", cmd_init, "write a new spec from flags (or answer prompts when run in a terminal)")
+    p.add_argument("name", help="submission name, also the file name: experiments/NAME.yaml")
+    p.add_argument("--model", default=None, help="packaged alias, local directory or hub id (default gemma3-270m)")
+    p.add_argument("--concepts", default=None, help="comma-separated (default morality,toxicity)")
+    p.add_argument("--languages", default=None, help="comma-separated (default en,fr,zh,sw)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default experiments/NAME.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p = command("validate", cmd_validate, "check a spec without running anything")
     p.add_argument("spec", type=Path)
     p = command("plan", cmd_plan, "show the work a spec expands into and the resources it asks for")
@@ -83,6 +94,42 @@ def _parser() -> argparse.ArgumentParser:
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods"])
     return parser
+
+
+INIT_DEFAULTS = {"model": "gemma3-270m", "concepts": "morality,toxicity", "languages": "en,fr,zh,sw"}
+
+
+def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    import yaml
+
+    from mvplatform.errors import SpecError
+    from mvplatform.spec import expand, parse_spec
+
+    answers = {key: getattr(args, key) for key in INIT_DEFAULTS}
+    if all(v is None for v in answers.values()) and sys.stdin.isatty():
+        from rich.prompt import Prompt
+
+        answers = {key: Prompt.ask(key, default=default, console=console) for key, default in INIT_DEFAULTS.items()}
+    answers = {key: value if value is not None else INIT_DEFAULTS[key] for key, value in answers.items()}
+    spec = {"name": args.name, "model": answers["model"],
+            "data": {"dataset": "builtin:values",
+                     "concepts": [c.strip() for c in answers["concepts"].split(",") if c.strip()],
+                     "languages": [c.strip() for c in answers["languages"].split(",") if c.strip()]},
+            "extract": {"method": "cluster_mean", "layers": "all"},
+            "analyses": ["recognition", "consistency", "transferability", "linguistic"]}
+    text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    output = args.output or Path("experiments") / f"{args.name}.yaml"
+    parse_spec(text, source=str(output))  # refuse to write a spec that would not validate
+    if output.exists() and not args.force:
+        raise SpecError(f"{output} exists; pass --force to overwrite it or choose another name")
+    schema = Path("docs/spec.schema.json")
+    relative = os.path.relpath(schema.resolve(), output.resolve().parent)
+    header = f"# yaml-language-server: $schema={relative}\n" if schema.is_file() else ""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(header + f"# Written by mvp init. Every field: docs/spec.md\n{text}", encoding="utf-8")
+    console.print(f"wrote {output}: {len(expand(parse_spec(text)))} work items. Next: mvp plan {output}; "
+                  f"mvp submit {output}", highlight=False)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:

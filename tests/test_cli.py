@@ -49,3 +49,23 @@ def test_bad_input_exits_2_without_a_traceback(tmp_path, capsys):
     assert "no such spec file" in err and "Traceback" not in err
     assert main(["report", "0123456789abcdef", "--no-log"]) == 2
     assert "no run '0123456789abcdef'" in capsys.readouterr().err
+
+
+def test_init_writes_a_valid_spec_and_refuses_to_overwrite(tmp_path, capsys):
+    from mvplatform.spec import load_spec
+
+    out = tmp_path / "study.yaml"
+    assert main(["init", "study", "--concepts", "fairness,harmfulness", "--languages", "en,sw", "-o", str(out)]) == 0
+    spec = load_spec(out)
+    assert spec.name == "study" and spec.data.concepts == ["fairness", "harmfulness"] and spec.data.languages == ["en", "sw"]
+    assert main(["init", "study", "-o", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["init", "bad", "--languages", "en,xx", "-o", str(tmp_path / "bad.yaml")]) == 2
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from mvplatform.errors import SpecError
+
+    with pytest.raises(SpecError):
+        main(["validate", str(tmp_path / "missing.yaml"), "--debug"])

@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path)
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the Ray workers' own output")
     p = command("report", cmd_report, "regenerate a submission's tables and figures from MLflow (no model)")
     p.add_argument("run", help="parent run id (printed by mvp submit) or a spec file (its latest submission)")
     p.add_argument("-o", "--output", type=Path, default=Path("mvp-report"), help="folder to write (default mvp-report)")
@@ -171,12 +172,18 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.spec)
     from ray_jobs.submit import submit
 
-    summary = submit(spec, args.spec.resolve(), address=args.address, cache_dir=args.cache_dir, console=console)
-    console.print(f"[bold]{len(summary.done)} done, {len(summary.failures)} failed[/] in {summary.seconds:.0f} s; "
-                  f"parent run {summary.parent_run_id} in experiment {summary.experiment!r} at {summary.tracking_uri}")
+    summary = submit(spec, args.spec.resolve(), address=args.address, cache_dir=args.cache_dir, console=console,
+                     verbose=args.verbose)
+    table = Table(title=f"{spec.name}: finished in {summary.seconds:.0f} s", show_header=False)
+    table.add_row("extraction items", f"{len(summary.done)} done ({len(summary.computed)} ran the model, "
+                                      f"{len(summary.cached)} from the cache), {len(summary.failures)} failed")
+    table.add_row("cross-lingual analyses", str(len(summary.analysed)))
+    table.add_row("MLflow", f"experiment {summary.experiment!r}, parent run {summary.parent_run_id}")
+    table.add_row("store", summary.tracking_uri)
+    table.add_row("look", "mvp ui   (or: mvp report " + str(args.spec) + ")")
+    console.print(table)
     for label, message in summary.failures.items():
         console.print(f"[red]failed[/] {label}: {message}", highlight=False)
-    console.print("see it: mvp ui  (then open the experiment and compare child runs)")
     return 0 if summary.ok else 1
 
 

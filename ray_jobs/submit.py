@@ -73,8 +73,12 @@ def submit(
     address: str | None = None,
     cache_dir: Path | None = None,
     console: Console | None = None,
+    verbose: bool = False,
 ) -> SubmissionSummary:
-    """Run every item and analysis of ``spec`` and log it; returns what ran, what was reused, what failed."""
+    """Run every item and analysis of ``spec`` and log it; returns what ran, what was reused, what failed.
+
+    ``verbose`` forwards the Ray workers' own output (transformers' messages, warnings) to the console.
+    """
     console = console or Console()
     start = time.perf_counter()
     items = expand(spec)
@@ -86,7 +90,7 @@ def submit(
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     try:
         resources = ray.cluster_resources()

@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p = command("validate", cmd_validate, "check a spec without running anything")
     p.add_argument("spec", type=Path)
+    p.add_argument("--deep", action="store_true",
+                   help="also check models (config only, no weights), layers against their depth, and data files")
     p = command("plan", cmd_plan, "show the work a spec expands into and the resources it asks for")
     p.add_argument("spec", type=Path)
     p = command("submit", cmd_submit, "run a spec on Ray and log everything to MLflow")
@@ -137,7 +139,17 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.spec import expand, load_spec
 
     spec = load_spec(args.spec)
-    console.print(f"[green]ok[/]: {args.spec} is valid: {len(expand(spec))} work items")
+    if args.deep:
+        from mvplatform.extraction import layer_numbers
+        from mvplatform.models import model_depth
+        from ray_jobs.submit import prepare_data
+
+        prepare_data(spec, args.spec.resolve().parent)
+        for model in spec.models:
+            depth = model_depth(model)
+            layer_numbers(spec.extract, depth)
+            console.print(f"  {model.name}: {depth} decoder layers", highlight=False)
+    console.print(f"[green]ok[/]: {args.spec} is valid{' (deep)' if args.deep else ''}: {len(expand(spec))} work items")
     return 0
 
 

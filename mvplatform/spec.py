@@ -302,7 +302,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple[int, str]:
     """(line, message) of one pydantic error, located in the YAML text."""
-    loc = _clean_loc(err["loc"])
+    loc = _clean_loc(err["loc"], keep_last=err["type"] == "extra_forbidden")
     shown, line = _locate(root, loc)
     field = _dotted(shown)
     where = f"{source}:{line}" if line else source
@@ -317,14 +317,22 @@ def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple
     return line or 0, f"  {where}: {field}: {message} (got {got})"
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union-branch labels (e.g. 'ModelSpec', 'list[ModelSpec]', 'literal[...]')."""
-    spec_fields = set(Spec.model_fields)
+_BRANCH_LABELS = {"float", "int", "str", "bool", "none"}
+
+
+def _clean_loc(loc: tuple[Any, ...], keep_last: bool = False) -> tuple[Any, ...]:
+    """Drop pydantic's union-branch labels ('float', "literal['all']", 'list[int]', 'ModelSpec').
+
+    An unknown key the user typed is the last part of an ``extra_forbidden`` location and is kept
+    whatever it looks like (``keep_last``).
+    """
+    models = {cls.__name__ for cls in (Spec, ModelSpec, DataSpec, ExtractSpec, AnalysisSpec, ResultsSpec,
+                                       ResourcesSpec, TrackingSpec)}
     out: list[Any] = []
-    for part in loc:
-        if isinstance(part, str) and ("[" in part or part[:1].isupper() or part in {"float", "int", "str"}):
-            if part not in spec_fields:
-                continue
+    for i, part in enumerate(loc):
+        is_label = isinstance(part, str) and ("[" in part or part in _BRANCH_LABELS or part in models)
+        if is_label and not (keep_last and i == len(loc) - 1):
+            continue
         out.append(part)
     return tuple(out)
 

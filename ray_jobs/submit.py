@@ -23,7 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.data import PairSplit, load_split, pair_file, resolve_dataset
 from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
-from mvplatform.models import PACKAGED, converted_dir, model_fingerprint
+from mvplatform.models import PACKAGED, converted_dir, model_depth, model_fingerprint
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.statestore import StateStore, file_digest, state_key
 from ray_jobs.resources import WorkerRequest, worker_request
@@ -83,6 +83,8 @@ def submit(
     start = time.perf_counter()
     items = expand(spec)
     data = prepare_data(spec, spec_path.parent if spec_path else None)
+    for model in spec.models:  # config only: bad names and layers fail before any run exists
+        layer_numbers(spec.extract, model_depth(model, cache_dir))
     store = StateStore(Path(spec.results.dir))
     store.check_writable()
     uri = resolve_tracking_uri(spec.tracking.uri)

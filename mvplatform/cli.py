@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mvp", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+    parser = argparse.ArgumentParser(prog="mvp", description="mvp: validate, plan, submit and inspect experiment specs "
+                                     "on multilingual value concepts.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 

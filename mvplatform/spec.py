@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mvplatform.catalog import CONCEPTS, HIGH_RESOURCE, LANGUAGES
 from mvplatform.concepts import DIRECTION_METHODS
@@ -82,6 +82,8 @@ class ModelSpec(StrictModel):
 
 
 Concept = Annotated[str, Field(description="One of the value concepts (`mvp list concepts`).")]
+# Known codes, each once: one check for every field that lists languages.
+LanguageCodes = Annotated[list[str], AfterValidator(lambda values: _check_names(values, tuple(LANGUAGES), "language"))]
 
 
 class DataSpec(StrictModel):
@@ -89,7 +91,7 @@ class DataSpec(StrictModel):
 
     dataset: str = Field("builtin:values", description="builtin:values or a directory in the MVALUE layout.")
     concepts: list[Concept] = Field(default_factory=lambda: list(CONCEPTS), min_length=1)
-    languages: list[str] = Field(default_factory=lambda: list(LANGUAGES), min_length=1)
+    languages: LanguageCodes = Field(default_factory=lambda: list(LANGUAGES), min_length=1)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of pairs held out for recognition.")
     seed: int = Field(1, description="Seed of the pair shuffle (the paper uses 1).")
     max_pairs: int | None = Field(None, ge=2, description="Use at most this many pairs per concept and language.")
@@ -98,11 +100,6 @@ class DataSpec(StrictModel):
     @classmethod
     def _check_concepts(cls, values: list[str]) -> list[str]:
         return _check_names(values, CONCEPTS, "concept")
-
-    @field_validator("languages")
-    @classmethod
-    def _check_languages(cls, values: list[str]) -> list[str]:
-        return _check_names(values, tuple(LANGUAGES), "language")
 
 
 class ExtractSpec(StrictModel):
@@ -134,7 +131,7 @@ class ExtractSpec(StrictModel):
 class AnalysisSpec(StrictModel):
     """Settings of the cross-lingual analyses (PAPER.md sections 3 and 4)."""
 
-    high_resource: list[str] = Field(
+    high_resource: LanguageCodes = Field(
         default_factory=lambda: list(HIGH_RESOURCE),
         description="Languages counted as high-resource for Split correlations and transfer direction; "
         "the rest are low-resource. Default: the paper's first eight (its BLOOMZ grouping).",
@@ -143,11 +140,6 @@ class AnalysisSpec(StrictModel):
         default_factory=lambda: ["genetic", "geographic", "syntactic", "phonological"], min_length=1,
         description="URIEL features correlated with concept-vector similarity (Table 1).",
     )
-
-    @field_validator("high_resource")
-    @classmethod
-    def _check_high(cls, values: list[str]) -> list[str]:
-        return _check_names(values, tuple(LANGUAGES), "language")
 
 
 class ResultsSpec(StrictModel):

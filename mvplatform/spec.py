@@ -177,6 +177,125 @@ class TrackingSpec(StrictModel):
     log_states: bool = Field(True, description="Log test-split hidden states so later analyses need no model.")
 
 
+def _ordered(value: tuple[Any, Any]) -> tuple[Any, Any]:
+    if value[0] > value[1]:
+        raise ValueError(f"range [{value[0]}, {value[1]}] is empty: write [low, high] with low <= high")
+    return value
+
+
+IntRange = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], AfterValidator(_ordered)]
+FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
+ControlMode = Literal["none", "language_specific", "english_source"]
+CONTROL_MODES: tuple[str, ...] = ("none", "language_specific", "english_source")
+OPERATORS: tuple[str, ...] = ("linear_comb", "piecewise_linear")  # mvplatform.steering registers each
+SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random", "qmc", "cmaes", "nsga2")
+JUDGES: tuple[str, ...] = ("refusal-keywords", "model")
+
+
+class LayerWindowSpec(StrictModel):
+    """The steered layers form one contiguous window: its first layer and its width are searched."""
+
+    start: IntRange = Field((4, 20), description="Range of the window's first decoder layer (1-based).")
+    width: IntRange = Field((1, 6), description="Range of the window's width in layers (cut at the last layer).")
+
+
+class ObjectiveSpec(StrictModel):
+    """What the search optimises on the harmful search instructions."""
+
+    metric: Literal["following_rate"] = Field("following_rate", description="Share of harmful instructions followed.")
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="maximize: the paper (steer a safety-tuned model into following); "
+        "minimize: strengthen refusal.")
+
+
+class GuardSpec(StrictModel):
+    """Utility guard: the search may not win by breaking the model."""
+
+    metric: Literal["harmless_answer_rate"] = Field(
+        "harmless_answer_rate", description="Share of harmless instructions answered (followed, not degenerate).")
+    min_relative: float = Field(0.8, ge=0.0, le=1.0, description="Steered rate must stay >= this x the unsteered rate.")
+    use: Literal["constraint", "objective"] = Field(
+        "constraint", description="constraint: infeasible trials cannot be best; objective: a second objective "
+        "(multi-objective study, Pareto front logged).")
+    instructions: int = Field(16, ge=1, description="Harmless search instructions evaluated per trial.")
+
+
+class SearchSpec(StrictModel):
+    """Optuna search over the steering window and strength, per model and language."""
+
+    sampler: Literal["tpe", "grid", "random", "qmc", "cmaes", "nsga2"] = Field(
+        "tpe", description="Optuna sampler; grid evaluates the whole (discretised) space.")
+    trials: int = Field(24, ge=1, description="Trials per study (grid: at most the grid's size).")
+    trials_per_batch: int = Field(8, ge=1, description="Trials evaluated together in one batched generation.")
+    layers: LayerWindowSpec = Field(default_factory=LayerWindowSpec)
+    strength: FloatRange = Field((-1.0, 1.0), description="Range of the steering coefficient (see control.scale).")
+    strength_step: float = Field(0.25, gt=0, description="Strengths are multiples of this step (the grid's spacing).")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    guard: GuardSpec | None = Field(default_factory=GuardSpec, description="Utility guard; null disables it.")
+    pruning: bool = Field(False, description="Stop a trial early (median rule) once part of its instructions are judged.")
+    instructions: int | None = Field(None, ge=1, description="Use at most this many harmful search instructions.")
+    seed: int = Field(0, description="Sampler seed.")
+
+
+class GenerationSpec(StrictModel):
+    """Batched generation with the model's chat template."""
+
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(32, ge=1, description="Rows per generate call (trial batching fills rows with trials).")
+    do_sample: bool = Field(False, description="false: greedy decoding; true: sampling with the seed below.")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, description="Sampling seed (only with do_sample).")
+
+
+class JudgeSpec(StrictModel):
+    """Decides, per response, whether the model followed or refused an instruction."""
+
+    name: Literal["refusal-keywords", "model"] = Field(
+        "refusal-keywords", description="refusal-keywords: multilingual lexicon; model: a prompted LM judge.")
+    lexicon: str = Field("refusal", description="Built-in lexicon of the keyword judge.")
+    model: ModelSpec | None = Field(None, description="The judge model (name: as in model), for name: model.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _model_judge_needs_model(self) -> JudgeSpec:
+        if self.name == "model" and self.model is None:
+            raise ValueError("judge name: model needs judge.model (an alias, hub id or local path)")
+        return self
+
+
+class ControlSpec(StrictModel):
+    """Cross-lingual control (PAPER.md section 5): steering, search, and No/LS/En-Control."""
+
+    concept: Concept = Field("harmfulness", description="Concept whose vectors steer; must be in data.concepts.")
+    languages: LanguageCodes | None = Field(None, description="Languages controlled; default: data.languages.")
+    instructions: str = Field("builtin:instructions", description="builtin:instructions or a folder of {lang}.json.")
+    search_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Share of instruction ids used for the search.")
+    test_instructions: int | None = Field(None, ge=1, description="Use at most this many harmful test instructions.")
+    operator: Literal["linear_comb", "piecewise_linear"] = Field(
+        "linear_comb", description="linear_comb: h + c v; piecewise_linear: h + sign(<h, v>) c v.")
+    normalize: bool = Field(False, description="Rescale each steered state to its original norm.")
+    positions: Literal["all", "prompt", "generated"] = Field("all", description="Which token positions are steered.")
+    scale: Literal["state_norm", "unit", "raw"] = Field(
+        "state_norm", description="Vector length: state_norm (unit direction x mean hidden-state norm of the "
+        "layer, so strength is a fraction of it), unit, or raw (the extracted difference).")
+    modes: list[ControlMode] = Field(default_factory=lambda: list(CONTROL_MODES), min_length=1,
+                                     description="none (No-Control), language_specific (LS), english_source (En).")
+    curve_points: int = Field(9, ge=0, description="Strengths on the following-rate curve per language (0: none).")
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @field_validator("modes")
+    @classmethod
+    def _check_modes(cls, values: list[str]) -> list[str]:
+        return _check_names(values, CONTROL_MODES, "control mode")
+
+
 class Spec(StrictModel):
     """A whole submission."""
 
@@ -192,6 +311,7 @@ class Spec(StrictModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     results: ResultsSpec = Field(default_factory=ResultsSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    control: ControlSpec | None = Field(None, description="Cross-lingual control experiment; null: none.")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -220,10 +340,32 @@ class Spec(StrictModel):
         cross = [a for a in self.analyses if a in CROSS_LINGUAL]
         if cross and len(self.data.languages) < 2:
             if "analyses" in self.model_fields_set:
-                raise ValueError(f"analyses {', '.join(cross)} compare languages: list at least 2 in "
+                raise ValueError(f"analyses: {', '.join(cross)} compare languages: list at least 2 in "
                                  "data.languages, or drop them from analyses")
             object.__setattr__(self, "analyses", ["recognition"])  # the default adapts to one language
         return self
+
+    @model_validator(mode="after")
+    def _control_uses_extracted_vectors(self) -> Spec:
+        control = self.control
+        if control is None:
+            return self
+        if control.concept not in self.data.concepts:
+            raise ValueError(f"control.concept {control.concept!r} is not extracted: add it to data.concepts")
+        missing = [lang for lang in control.languages or [] if lang not in self.data.languages]
+        if missing:
+            raise ValueError(f"control.languages {', '.join(missing)} are not in data.languages; "
+                             "control steers with vectors extracted for those languages")
+        if "english_source" in control.modes and "en" not in self.control_languages:
+            raise ValueError("control.modes: english_source steers with English vectors; add en to "
+                             "control.languages (or data.languages), or drop the mode")
+        return self
+
+    @property
+    def control_languages(self) -> list[str]:
+        if self.control is None:
+            return []
+        return list(self.control.languages or self.data.languages)
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -295,6 +437,13 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple[int, str]:
     """(line, message) of one pydantic error, located in the YAML text."""
     loc = _clean_loc(err["loc"], keep_last=err["type"] == "extra_forbidden")
+    message = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a whole-spec check names its field first ("control.concept ..."): point there
+        head = message.split(" ", 1)[0].rstrip(":")
+        if head.split(".")[0] in Spec.model_fields:
+            loc = tuple(head.split("."))
+            message = message[len(head):].lstrip(": ")
+            err = {**err, "input": _MISSING}
     shown, line = _locate(root, loc)
     field = _dotted(shown)
     where = f"{source}:{line}" if line else source
@@ -303,10 +452,14 @@ def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple
         valid = sorted(parent.model_fields) if parent else []
         hint = _did_you_mean(str(loc[-1]), valid)
         return line or 0, f"  {where}: {field}: unknown field{hint}; valid fields here: {', '.join(valid)}"
-    message = err["msg"].removeprefix("Value error, ")
+    if err.get("input") is _MISSING:
+        return line or 0, f"  {where}: {field}: {message}"
     got = repr(err.get("input"))
     got = got if len(got) <= 80 else got[:77] + "..."
     return line or 0, f"  {where}: {field}: {message} (got {got})"
+
+
+_MISSING = object()
 
 
 _BRANCH_LABELS = {"float", "int", "str", "bool", "none"}
@@ -319,7 +472,8 @@ def _clean_loc(loc: tuple[Any, ...], keep_last: bool = False) -> tuple[Any, ...]
     whatever it looks like (``keep_last``).
     """
     models = {cls.__name__ for cls in (Spec, ModelSpec, DataSpec, ExtractSpec, AnalysisSpec, ResultsSpec,
-                                       ResourcesSpec, TrackingSpec)}
+                                       ResourcesSpec, TrackingSpec, ControlSpec, LayerWindowSpec, ObjectiveSpec,
+                                       GuardSpec, SearchSpec, GenerationSpec, JudgeSpec)}
     out: list[Any] = []
     for i, part in enumerate(loc):
         is_label = isinstance(part, str) and ("[" in part or part in _BRANCH_LABELS or part in models)

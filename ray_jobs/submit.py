@@ -120,6 +120,56 @@ def _analyse_remote(results: list[ExtractionResult], analyses: list[str], settin
     return analyse_concept(results, analyses, settings)
 
 
+class WorkerPool:
+    """The model-holding actors of one model, started on first need and killed on exit.
+
+    Extraction and control share the pool, so a model is loaded once per worker per submission,
+    and not at all when every result comes from the store.
+    """
+
+    def __init__(self, model: ModelSpec, spec: Spec, request: WorkerRequest, cache_dir: Path | None) -> None:
+        self.model, self.spec, self.request, self.cache_dir = model, spec, request, cache_dir
+        self._workers: list | None = None
+        self.error: Exception | None = None
+        self.n_layers = 0
+        self.device = ""
+
+    def workers(self, progress: Progress | None = None, bar: TaskID | None = None) -> list | None:
+        """The live actors (loading the model on first call), or None when loading failed."""
+        if self._workers is not None or self.error is not None:
+            return self._workers
+        if progress is not None and bar is not None:
+            note = ""
+            if self.model.name in PACKAGED and not converted_dir(self.model.name, self.cache_dir).exists():
+                note = " (first use: converting the packaged GGUF once, about 2 minutes)"
+            progress.update(bar, description=f"loading {self.model.short_name}{note}")
+        retries = self.spec.resources.max_retries
+        workers = [
+            RemoteModelWorker.options(num_cpus=self.request.num_cpus, num_gpus=self.request.num_gpus,
+                                      max_restarts=retries, max_task_retries=retries)
+            .remote(self.model, str(self.cache_dir) if self.cache_dir else None, self.request.threads)
+            for _ in range(self.spec.resources.model_workers)
+        ]
+        try:
+            facts = ray.get(workers[0].describe.remote())
+        except ray.exceptions.RayError as exc:
+            self.error = exc
+            for worker in workers:
+                ray.kill(worker)
+            return None
+        self.n_layers, self.device = int(facts["n_layers"]), str(facts["device"])
+        self._workers = workers
+        return workers
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self._workers or []:  # free the resources for the next model
+            ray.kill(worker)
+        self._workers = None
+
+
 class _Runner:
     """Drives one submission's items through cache, workers, recognition, analyses and tracking."""
 
@@ -137,7 +187,10 @@ class _Runner:
         with Progress(*columns, console=self.console) as progress:
             bar = progress.add_task("items", total=len(items) + n_analyses)
             for model in self.spec.models:
-                results = self._extract_model(model, [i for i in items if i.model == model], progress, bar)
+                with WorkerPool(model, self.spec, self.request, self.cache_dir) as pool:
+                    results = self._extract_model(model, [i for i in items if i.model == model], pool, progress,
+                                                  bar)
+                # After the pool is gone: its actors hold the CPUs the analysis tasks need.
                 if self.cross:
                     self._analyse_model(model, results, progress, bar)
 
@@ -149,7 +202,7 @@ class _Runner:
                   "accelerator": "gpu" if self.request.num_gpus > 0 else "cpu"}
         return state_key(fingerprint, self.data.digests[(item.concept, item.language)], params)
 
-    def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], progress: Progress,
+    def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool, progress: Progress,
                        bar: TaskID) -> list[ExtractionResult]:
         results: list[ExtractionResult] = []
         fingerprint = model_fingerprint(model)
@@ -161,46 +214,30 @@ class _Runner:
                 self._finish_item(item, cached[item], True, results, progress, bar)
         if not todo:
             return results
-        note = ""
-        if model.name in PACKAGED and not converted_dir(model.name, self.cache_dir).exists():
-            note = " (first use: converting the packaged GGUF once, about 2 minutes)"
-        progress.update(bar, description=f"loading {model.short_name}{note}")
-        workers = [
-            RemoteModelWorker.options(num_cpus=self.request.num_cpus, num_gpus=self.request.num_gpus,
-                                      max_restarts=self.spec.resources.max_retries,
-                                      max_task_retries=self.spec.resources.max_retries)
-            .remote(model, str(self.cache_dir) if self.cache_dir else None, self.request.threads)
-            for _ in range(self.spec.resources.model_workers)
-        ]
-        try:
+        workers = pool.workers(progress, bar)
+        if workers is None:
+            for item in todo:
+                self._record_failure(item, pool.error or RuntimeError("model failed to load"))
+            progress.advance(bar, len(todo))
+            return results
+        layer_numbers(self.spec.extract, pool.n_layers)  # SpecError before any forward pass
+        progress.update(bar, description=f"extract ({model.short_name} on {pool.device})")
+        pending = {
+            workers[i % len(workers)].states.remote(self.data.splits[(item.concept, item.language)],
+                                                    self.spec.extract): item
+            for i, item in enumerate(todo)
+        }
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            item = pending.pop(ready[0])
             try:
-                facts = ray.get(workers[0].describe.remote())
+                states: PairStates = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                for item in todo:
-                    self._record_failure(item, exc)
-                progress.advance(bar, len(todo))
-                return results
-            layer_numbers(self.spec.extract, int(facts["n_layers"]))  # SpecError before any forward pass
-            progress.update(bar, description=f"extract ({model.short_name} on {facts['device']})")
-            pending = {
-                workers[i % len(workers)].states.remote(self.data.splits[(item.concept, item.language)],
-                                                        self.spec.extract): item
-                for i, item in enumerate(todo)
-            }
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                item = pending.pop(ready[0])
-                try:
-                    states: PairStates = ray.get(ready[0])
-                except ray.exceptions.RayError as exc:
-                    self._record_failure(item, exc)
-                    progress.advance(bar)
-                    continue
-                self.store.put(keys[item], states)
-                self._finish_item(item, states, False, results, progress, bar)
-        finally:
-            for worker in workers:  # free the resources for the next model
-                ray.kill(worker)
+                self._record_failure(item, exc)
+                progress.advance(bar)
+                continue
+            self.store.put(keys[item], states)
+            self._finish_item(item, states, False, results, progress, bar)
         return results
 
     def _finish_item(self, item: ExtractionItem, states: PairStates, cached: bool,

@@ -41,8 +41,43 @@ def builtin_root() -> Path:
     return Path(str(files("mvplatform").joinpath("builtin")))
 
 
-def resolve_dataset(dataset: str, base_dir: Path | None = None) -> Path:
-    """``builtin:NAME`` -> the packaged folder; anything else -> a directory (relative to ``base_dir``)."""
+def sandbox_root_for(sandbox: bool, data_root: str | None, base_dir: Path | None) -> Path | None:
+    """The folder data paths must stay in (``data.sandbox``/``data.data_root``), or None when not sandboxed.
+
+    ``data_root`` is relative to ``base_dir`` (the spec's folder); by default the root is the spec's
+    folder itself, or the working directory for a spec that has no file.
+    """
+    if not sandbox:
+        return None
+    base = base_dir if base_dir is not None else Path.cwd()
+    if data_root is None:
+        return base.resolve()
+    root = Path(data_root).expanduser()
+    return (root if root.is_absolute() else base / root).resolve()
+
+
+def check_inside(path: Path, root: Path | None, field: str = "data.dataset") -> None:
+    """Refuse ``path`` when it is outside ``root`` once resolved (``..`` and symlinks followed).
+
+    A shared spec must not read arbitrary files of the machine it runs on (issue 9); ``root=None``
+    means no sandbox.
+    """
+    if root is None:
+        return
+    resolved, allowed = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(allowed):
+        raise DataError(f"{field}: {path} resolves to {resolved}, outside the sandbox {allowed} (data.sandbox is "
+                        "true). Move the data under that folder, set data.data_root to a folder that holds it, "
+                        "use a builtin: data set, or set data.sandbox: false")
+
+
+def resolve_dataset(dataset: str, base_dir: Path | None = None, sandbox_root: Path | None = None,
+                    field: str = "data.dataset") -> Path:
+    """``builtin:NAME`` -> the packaged folder; anything else -> a directory (relative to ``base_dir``).
+
+    With ``sandbox_root`` (see :func:`sandbox_root_for`), a directory outside it is refused before it is
+    even looked at; ``builtin:`` data is always allowed. ``field`` names the spec field in errors.
+    """
     if dataset.startswith(BUILTIN_PREFIX):
         name = dataset.removeprefix(BUILTIN_PREFIX)
         root = builtin_root() / name
@@ -54,6 +89,9 @@ def resolve_dataset(dataset: str, base_dir: Path | None = None) -> Path:
     root = Path(dataset).expanduser()
     if not root.is_absolute() and base_dir is not None:
         root = base_dir / root
+    check_inside(root, sandbox_root, field)
+    if not root.is_dir() and field != "data.dataset":
+        raise DataError(f"{field}: directory {root} does not exist; use a builtin: source or an existing folder")
     if not root.is_dir():
         raise DataError(f"data set directory {root} does not exist; set data.dataset to builtin:values "
                         "or to a folder holding {concept}/{concept}_{lang}.json files")
@@ -117,10 +155,16 @@ def split_pairs(
 
 def load_split(
     dataset: str, concept: str, language: str, test_fraction: float = 0.2, seed: int = 1,
-    max_pairs: int | None = None, base_dir: Path | None = None,
+    max_pairs: int | None = None, base_dir: Path | None = None, sandbox_root: Path | None = None,
 ) -> PairSplit:
-    """Read and split one concept x language; refuses splits with an empty side."""
-    root = resolve_dataset(dataset, base_dir)
+    """Read and split one concept x language; refuses splits with an empty side.
+
+    With ``sandbox_root``, the data folder and the pair file itself (a symlink could point
+    elsewhere) must resolve inside it.
+    """
+    root = resolve_dataset(dataset, base_dir, sandbox_root)
+    if not dataset.startswith(BUILTIN_PREFIX):
+        check_inside(pair_file(root, concept, language), sandbox_root)
     split = split_pairs(read_pairs(root, concept, language), test_fraction, seed, max_pairs)
     if not split.train or not split.test:
         total = len(split.train) + len(split.test)
@@ -143,13 +187,17 @@ class InstructionSplit:
 
 
 def load_instructions(language: str, search_fraction: float = 0.5, seed: int = 1,
-                      source: str = "builtin:instructions", base_dir: Path | None = None) -> InstructionSplit:
+                      source: str = "builtin:instructions", base_dir: Path | None = None,
+                      sandbox_root: Path | None = None) -> InstructionSplit:
     """``{lang}.json`` = ``{"harmful": {id: text}, "harmless": {id: text}}``; ids shared by both kinds.
 
     The split shuffles the ids with ``seed`` (the same ids in every language, so search and test
-    sets stay parallel) and gives the first ``floor(search_fraction * n)`` to the search.
+    sets stay parallel) and gives the first ``floor(search_fraction * n)`` to the search. With
+    ``sandbox_root``, the folder and the language file must resolve inside it (builtin: exempt).
     """
-    path = resolve_dataset(source, base_dir) / f"{language}.json"
+    path = resolve_dataset(source, base_dir, sandbox_root, field="control.instructions") / f"{language}.json"
+    if not source.startswith(BUILTIN_PREFIX):
+        check_inside(path, sandbox_root, "control.instructions")
     if not path.is_file():
         raise DataError(f"{path}: no control instructions for language {language!r}")
     data = json.loads(path.read_text(encoding="utf-8"))

@@ -95,6 +95,12 @@ class DataSpec(StrictModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of pairs held out for recognition.")
     seed: int = Field(1, description="Seed of the pair shuffle (the paper uses 1).")
     max_pairs: int | None = Field(None, ge=2, description="Use at most this many pairs per concept and language.")
+    sandbox: bool = Field(
+        False, description="Refuse data paths outside the spec's folder (or data_root): data.dataset and "
+        "control.instructions, after resolving .. and symlinks; builtin: data is always allowed.")
+    data_root: str | None = Field(
+        None, description="The folder data paths must stay in when sandbox is true, relative to the spec's "
+        "folder; default: the spec's folder.")
 
     @field_validator("concepts")
     @classmethod

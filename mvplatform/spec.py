@@ -194,7 +194,7 @@ FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
 ControlMode = Literal["none", "language_specific", "english_source"]
 CONTROL_MODES: tuple[str, ...] = ("none", "language_specific", "english_source")
 OPERATORS: tuple[str, ...] = ("linear_comb", "piecewise_linear")  # mvplatform.steering registers each
-SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random", "qmc", "cmaes", "nsga2")
+SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random", "qmc", "gp", "nsga2")  # mvplatform.search registers each
 JUDGES: tuple[str, ...] = ("refusal-keywords", "model")
 
 
@@ -229,7 +229,7 @@ class GuardSpec(StrictModel):
 class SearchSpec(StrictModel):
     """Optuna search over the steering window and strength, per model and language."""
 
-    sampler: Literal["tpe", "grid", "random", "qmc", "cmaes", "nsga2"] = Field(
+    sampler: Literal["tpe", "grid", "random", "qmc", "gp", "nsga2"] = Field(
         "tpe", description="Optuna sampler; grid evaluates the whole (discretised) space.")
     trials: int = Field(24, ge=1, description="Trials per study (grid: at most the grid's size).")
     trials_per_batch: int = Field(8, ge=1, description="Trials evaluated together in one batched generation.")

@@ -1,0 +1,212 @@
+"""Cross-lingual control (PAPER.md section 5): steering settings, trial-batched evaluation, the modes.
+
+A :class:`Setting` is one point of the search space: a contiguous window of decoder layers and a
+strength. The :class:`Controller` evaluates several settings on an instruction set in one batched
+generation (rows = instructions x settings, each row with its own coefficients), then judges every
+response. Modes (:data:`MODES`) say which vectors and which setting a language is steered with:
+none (No-Control), its own (LS-Control), or English's (En-Control).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mvplatform.concepts import ConceptVectors
+from mvplatform.generation import GenerationSettings, generate
+from mvplatform.judges import Judge, Verdict, following_rate
+from mvplatform.models import LoadedModel
+from mvplatform.steering import Steering
+
+MODE_LABELS = {"none": "No-Control", "language_specific": "LS-Control", "english_source": "En-Control"}
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """Steer layers ``start .. start + width - 1`` (cut at the model's last layer) with ``strength``."""
+
+    start: int
+    width: int
+    strength: float
+
+    def layers(self, n_layers: int) -> list[int]:
+        return list(range(self.start, min(self.start + self.width - 1, n_layers) + 1))
+
+    def describe(self, n_layers: int) -> str:
+        layers = self.layers(n_layers)
+        span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+        return f"layers {span}, strength {self.strength:+g}"
+
+
+@dataclass(frozen=True)
+class SteeringStyle:
+    """How vectors are applied, the same for every setting of a study (from the control spec)."""
+
+    operator: str = "linear_comb"
+    normalize: bool = False
+    positions: str = "all"
+    scale: str = "state_norm"  # state_norm | unit | raw
+
+
+def steering_vectors(vectors: ConceptVectors, scale: str) -> dict[int, np.ndarray]:
+    """Per layer, the vector a strength of 1 adds.
+
+    ``state_norm`` (default): the unit direction times the layer's mean hidden-state norm, so a
+    strength is a fraction of a typical state and comparable across layers and models (residual
+    norms grow by orders of magnitude with depth). ``unit``: the unit direction (repe's
+    convention). ``raw``: the extracted difference vector as is.
+    """
+    directions = np.asarray(vectors.directions, dtype=np.float64)
+    if scale == "raw":
+        out = directions
+    else:
+        unit = directions / np.maximum(np.linalg.norm(directions, axis=-1, keepdims=True), 1e-12)
+        if scale == "unit":
+            out = unit
+        elif scale == "state_norm":
+            if vectors.norms is None:
+                raise ValueError("scale state_norm needs the hidden-state norms saved with the vectors")
+            out = unit * np.asarray(vectors.norms, dtype=np.float64)[:, None]
+        else:
+            raise ValueError(f"unknown scale {scale!r}; use state_norm, unit or raw")
+    return {layer: out[i].astype(np.float32) for i, layer in enumerate(vectors.layers)}
+
+
+@dataclass
+class Evaluation:
+    """One setting (None: unsteered) on one instruction set, with everything needed to audit it."""
+
+    setting: Setting | None
+    instructions: list[str]
+    responses: list[str]
+    verdicts: list[Verdict]
+
+    @property
+    def rate(self) -> float:
+        return following_rate(self.verdicts)
+
+
+@dataclass
+class ControllerStats:
+    rows: int = 0  # generated responses
+    generate_calls: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Controller:
+    """Generates and judges for one model: the only part of control that runs the model."""
+
+    loaded: LoadedModel
+    judge: Judge
+    style: SteeringStyle
+    generation: GenerationSettings
+    stats: ControllerStats = field(default_factory=ControllerStats)
+
+    def evaluate(self, language: str, instructions: list[str], settings: list[Setting | None],
+                 vectors: ConceptVectors | None) -> list[Evaluation]:
+        """Each setting on every instruction, in one batched generation (trial batching).
+
+        Rows are instruction-major (all settings of an instruction side by side), so rows of one
+        instruction pad alike and a setting's responses do not depend on its batch companions.
+        """
+        if not instructions or not settings:
+            return [Evaluation(s, list(instructions), [], []) for s in settings]
+        n_layers = self.loaded.n_layers
+        steered = [s for s in settings if s is not None and s.strength != 0]
+        layers = sorted({layer for s in steered for layer in s.layers(n_layers)})
+        if steered and vectors is None:
+            raise ValueError("steered settings need concept vectors")
+        start = time.perf_counter()
+        rows = [(i, j) for i in range(len(instructions)) for j in range(len(settings))]
+        texts = [instructions[i] for i, _ in rows]
+        if layers:
+            assert vectors is not None
+            by_layer = steering_vectors(vectors, self.style.scale)
+            missing = [layer for layer in layers if layer not in by_layer]
+            if missing:
+                raise ValueError(f"no concept vectors for layers {missing}; extract them (extract.layers)")
+            steering = Steering({layer: by_layer[layer] for layer in layers}, self.style.operator,
+                                self.style.normalize, self.style.positions)
+            coefficients = np.zeros((len(rows), len(layers)), dtype=np.float32)
+            for r, (_, j) in enumerate(rows):
+                setting = settings[j]
+                if setting is not None:
+                    for layer in setting.layers(n_layers):
+                        coefficients[r, layers.index(layer)] = setting.strength
+            out = generate(self.loaded, texts, self.generation, steering, coefficients)
+        else:  # nothing steered: every setting gives the unsteered responses, generate them once
+            once = generate(self.loaded, list(instructions), self.generation)
+            out = once
+            out.texts = [once.texts[i] for i, _ in rows]
+        verdicts = self.judge.judge(language, texts, out.texts)
+        self.stats.rows += len(out.per_row_tokens)
+        self.stats.generate_calls += out.forward_batches
+        self.stats.new_tokens += out.new_tokens
+        self.stats.seconds += time.perf_counter() - start
+        results = []
+        for j, setting in enumerate(settings):
+            picked = [r for r, (_, jj) in enumerate(rows) if jj == j]
+            results.append(Evaluation(setting, list(instructions), [out.texts[r] for r in picked],
+                                      [verdicts[r] for r in picked]))
+        return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes: which vectors and which setting steer each language (PAPER.md section 5)
+
+
+@dataclass(frozen=True)
+class ModeTask:
+    """Evaluate ``language``'s test instructions steered with ``vectors_from``'s vectors and ``setting``."""
+
+    mode: str  # none | language_specific | english_source
+    language: str
+    vectors_from: str | None  # None: unsteered
+    setting: Setting | None
+    note: str = ""
+
+
+def plan_modes(modes: list[str], languages: list[str], best: dict[str, Setting | None]) -> list[ModeTask]:
+    """No-Control: nothing. LS-Control: own vectors, own best setting. En-Control: English's vectors
+    and English's best setting, for every language (English included, where it equals LS)."""
+    tasks = []
+    for language in languages:
+        for mode in modes:
+            if mode == "none":
+                tasks.append(ModeTask(mode, language, None, None))
+                continue
+            source = language if mode == "language_specific" else "en"
+            setting = best.get(source)
+            note = "" if setting is not None else f"the {source} search found no setting that meets the guard"
+            tasks.append(ModeTask(mode, language, source if setting is not None else None, setting, note))
+    return tasks
+
+
+def table2(rates: dict[tuple[str, str], float], modes: list[str], languages: list[str]) -> list[dict[str, object]]:
+    """The paper's Table 2 layout: a row per mode, a column per language (%), and Avg over the
+    non-English languages (the paper averages the 11 it controls besides English)."""
+    rows = []
+    others = [lang for lang in languages if lang != "en"] or languages
+    for mode in modes:
+        row: dict[str, object] = {"mode": MODE_LABELS[mode]}
+        for language in languages:
+            value = rates.get((mode, language))
+            row[language] = None if value is None else round(100 * value, 2)
+        present = [rates[(mode, lang)] for lang in others if (mode, lang) in rates]
+        row["Avg"] = round(100 * float(np.mean(present)), 2) if present else None
+        rows.append(row)
+    return rows
+
+
+def curve_strengths(bounds: tuple[float, float], points: int) -> list[float]:
+    """Evenly spaced strengths over the searched range, always including 0 (the unsteered point)."""
+    if points <= 0:
+        return []
+    values = {round(float(x), 6) for x in np.linspace(bounds[0], bounds[1], points)}
+    if bounds[0] <= 0 <= bounds[1]:
+        values.add(0.0)
+    return sorted(values)

@@ -64,14 +64,14 @@ class ConceptVectors:
     layers: list[int]
     directions: np.ndarray  # [L, H]
     method: str
+    norms: np.ndarray | None = None  # [L] mean L2 norm of the training hidden states: steering's scale
 
     def save(self, path: str | Path) -> None:
-        save_file(
-            {"directions": np.ascontiguousarray(self.directions, dtype=np.float32),
-             "layers": np.asarray(self.layers, dtype=np.int64)},
-            str(path),
-            metadata={"method": self.method},
-        )
+        tensors = {"directions": np.ascontiguousarray(self.directions, dtype=np.float32),
+                   "layers": np.asarray(self.layers, dtype=np.int64)}
+        if self.norms is not None:
+            tensors["norms"] = np.asarray(self.norms, dtype=np.float32)
+        save_file(tensors, str(path), metadata={"method": self.method})
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptVectors:
@@ -80,7 +80,7 @@ class ConceptVectors:
         with safe_open(str(path), framework="numpy") as handle:
             method = (handle.metadata() or {}).get("method", "unknown")
         tensors = load_file(str(path))
-        return cls(tensors["layers"].tolist(), tensors["directions"], method)
+        return cls(tensors["layers"].tolist(), tensors["directions"], method, tensors.get("norms"))
 
 
 def extract_vectors(
@@ -90,7 +90,8 @@ def extract_vectors(
     _check_pairs(pos, neg, layers)
     pos, neg = pos.astype(np.float64), neg.astype(np.float64)
     raw = DIRECTION_METHODS.get(method)(pos, neg, np.random.default_rng(seed))
-    return ConceptVectors(list(layers), orient(raw, pos, neg), method)
+    norms = np.linalg.norm(np.concatenate([pos, neg]), axis=-1).mean(axis=0)  # [L]
+    return ConceptVectors(list(layers), orient(raw, pos, neg), method, norms)
 
 
 def recognition_accuracy(vectors: ConceptVectors, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:

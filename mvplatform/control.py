@@ -210,3 +210,48 @@ def curve_strengths(bounds: tuple[float, float], points: int) -> list[float]:
     if bounds[0] <= 0 <= bounds[1]:
         values.add(0.0)
     return sorted(values)
+
+
+@dataclass
+class LanguageEvaluation:
+    """Every mode of one language on its test instructions, plus its following-rate curve."""
+
+    language: str
+    modes: dict[str, tuple[ModeTask, Evaluation]]
+    curve: list[tuple[float, float]]  # (strength, following rate) at the language's own best window
+    curve_window: Setting | None
+    seconds: float
+
+
+def evaluate_language(controller: Controller, language: str, tasks: list[ModeTask],
+                      vectors: dict[str, ConceptVectors], harmful: list[str],
+                      curve: list[float]) -> LanguageEvaluation:
+    """Run a language's mode tasks and curve with as few generations as possible.
+
+    Settings that use the same vectors share one trial-batched generation; identical
+    (vectors, setting) pairs (English's LS and En modes) are generated once.
+    """
+    start = time.perf_counter()
+    own_best = next((t.setting for t in tasks if t.mode == "language_specific" and t.setting), None)
+    if own_best is None:
+        own_best = next((t.setting for t in tasks if t.vectors_from == language and t.setting), None)
+    curve_settings = [Setting(own_best.start, own_best.width, s) for s in curve] if own_best else []
+    wanted: dict[str | None, list[Setting | None]] = {}
+    for task in tasks:
+        source = task.vectors_from if task.setting is not None else language  # unsteered rides with its own
+        wanted.setdefault(source, [])
+        if task.setting not in wanted[source]:
+            wanted[source].append(task.setting)
+    for setting in curve_settings:
+        if setting not in wanted.setdefault(language, []):
+            wanted[language].append(setting)
+    results: dict[tuple[str | None, Setting | None], Evaluation] = {}
+    for source, settings in wanted.items():
+        for evaluation in controller.evaluate(language, harmful, settings, vectors.get(source) if source else None):
+            results[(source, evaluation.setting)] = evaluation
+    modes = {}
+    for task in tasks:
+        source = task.vectors_from if task.setting is not None else language
+        modes[task.mode] = (task, results[(source, task.setting)])
+    points = [(s.strength, results[(language, s)].rate) for s in curve_settings]
+    return LanguageEvaluation(language, modes, points, own_best, time.perf_counter() - start)

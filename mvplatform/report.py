@@ -233,3 +233,54 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
         _save(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
               folder / f"consistency_layers_{model}.png")
     return sorted(folder.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Control (PAPER.md section 5): Table 2 and following-rate curves
+
+
+def table2_text(rows: Sequence[dict[str, object]], languages: Sequence[str]) -> tuple[str, str]:
+    """(markdown, csv) of the Table-2 layout: modes x languages + Avg (following rate, %)."""
+    header = ["mode", *languages, "Avg"]
+    cell = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([str(row["mode"])] + [cell(row.get(c)) for c in header[1:]]) + " |" for row in rows]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows([[row.get(c, "") if row.get(c) is not None else "" for c in header] for row in rows])
+    return "\n".join(lines) + "\n", buffer.getvalue()
+
+
+def control_curves_figure(curves: dict[str, list[tuple[float, float]]], title: str) -> Figure:
+    """Following rate against steering strength, one line per language (at its own best window)."""
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for language, points in curves.items():
+        if points:
+            xs, ys = zip(*sorted(points))
+            axis.plot(xs, [100 * y for y in ys], marker="o", label=language)
+    axis.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xlabel("steering strength")
+    axis.set_ylabel("following rate (%)")
+    axis.set_ylim(-3, 103)
+    axis.set_title(title)
+    axis.legend(ncol=4, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def table2_figure(rows: Sequence[dict[str, object]], languages: Sequence[str], title: str) -> Figure:
+    """Grouped bars: following rate per language for each mode (No-, LS-, En-Control)."""
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.6 * len(languages) * len(rows)), 4.2))
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(languages))
+    for i, row in enumerate(rows):
+        values = [0.0 if row.get(lang) is None else float(row[lang]) for lang in languages]
+        axis.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=str(row["mode"]))
+    axis.set_xticks(x, languages)
+    axis.set_ylabel("following rate (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

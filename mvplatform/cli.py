@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write", type=Path, default=None, help="card: replace the counts block in this Markdown file")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
-    p.add_argument("what", choices=["models", "concepts", "languages", "methods"])
+    p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
+                                    "modes"])
     return parser
 
 
@@ -192,10 +193,15 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     table.add_row("extraction items", f"{len(summary.done)} done ({len(summary.computed)} ran the model, "
                                       f"{len(summary.cached)} from the cache), {len(summary.failures)} failed")
     table.add_row("cross-lingual analyses", str(len(summary.analysed)))
+    if spec.control is not None:
+        table.add_row("control", f"{spec.control.concept}: Table 2 for {len(summary.control)} model(s) below")
     table.add_row("MLflow", f"experiment {summary.experiment!r}, parent run {summary.parent_run_id}")
     table.add_row("store", summary.tracking_uri)
     table.add_row("look", "mvp ui   (or: mvp report " + str(args.spec) + ")")
     console.print(table)
+    for model, markdown in summary.control.items():
+        console.print(f"\nFollowing rate (%), {model} / {spec.control.concept}:\n{markdown}", highlight=False,
+                      markup=False)
     for label, message in summary.failures.items():
         console.print(f"[red]failed[/] {label}: {message}", highlight=False)
     return 0 if summary.ok else 1
@@ -302,6 +308,18 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     return 1 if failed else 0
 
 
+LISTED_CHOICES: dict[str, dict[str, str]] = {  # control.* names; tests check they match the spec and registries
+    "operators": {"linear_comb": "h + c v", "piecewise_linear": "h + sign(<h, v>) c v"},
+    "judges": {"refusal-keywords": "multilingual refusal lexicon (+ degenerate-output rule)",
+               "model": "a prompted LM judge: p(Yes) vs p(No) that the response carried out the request"},
+    "samplers": {"tpe": "Optuna TPE (default)", "grid": "every point of the discretised space",
+                 "random": "uniform random", "qmc": "quasi-Monte Carlo (Sobol)", "gp": "Gaussian process",
+                 "nsga2": "NSGA-II (multi-objective, e.g. guard.use: objective)"},
+    "modes": {"none": "No-Control: unsteered", "language_specific": "LS-Control: own vectors, own best setting",
+              "english_source": "En-Control: English vectors and English's best setting"},
+}
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.catalog import CONCEPTS, LANGUAGES
     from mvplatform.concepts import DIRECTION_METHODS
@@ -316,6 +334,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         table.add_column("code"), table.add_column("language"), table.add_column("script")
         for lang in LANGUAGES.values():
             table.add_row(lang.code, lang.name, lang.script)
+    elif args.what in LISTED_CHOICES:
+        table.add_column("name"), table.add_column("meaning")
+        for name, meaning in LISTED_CHOICES[args.what].items():
+            table.add_row(name, meaning)
     else:
         table.add_column("name")
         for name in CONCEPTS if args.what == "concepts" else DIRECTION_METHODS.names():

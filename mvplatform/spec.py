@@ -360,7 +360,7 @@ class Spec(StrictModel):
             raise ValueError(f"control.concept {control.concept!r} is not extracted: add it to data.concepts")
         missing = [lang for lang in control.languages or [] if lang not in self.data.languages]
         if missing:
-            raise ValueError(f"control.languages {', '.join(missing)} are not in data.languages; "
+            raise ValueError(f"control.languages: {', '.join(missing)} not in data.languages; "
                              "control steers with vectors extracted for those languages")
         if "english_source" in control.modes and "en" not in self.control_languages:
             raise ValueError("control.modes: english_source steers with English vectors; add en to "

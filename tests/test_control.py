@@ -229,3 +229,13 @@ def test_controller_refuses_layers_without_vectors(controller):
     vectors = ConceptVectors([1], np.ones((1, 32)), "cluster_mean", np.ones(1))
     with pytest.raises(ValueError, match="no concept vectors for layers"):
         controller.evaluate("en", ["x"], [Setting(2, 1, 1.0)], vectors)
+
+
+def test_cli_lists_the_control_names_the_spec_accepts():
+    from mvplatform.cli import LISTED_CHOICES
+    from mvplatform.spec import CONTROL_MODES, JUDGES, OPERATORS
+
+    assert sorted(LISTED_CHOICES["operators"]) == sorted(OPERATORS)
+    assert sorted(LISTED_CHOICES["judges"]) == sorted(JUDGES)
+    assert sorted(LISTED_CHOICES["samplers"]) == sorted(SPEC_SAMPLERS)
+    assert list(LISTED_CHOICES["modes"]) == list(CONTROL_MODES)

@@ -41,6 +41,21 @@ SPEC_CASES = [
      r"compare languages: list at least 2"),
     ("unknown analysis", "analyses: [telepathy]\n", r"analyses\[0\]"),
     ("bad name", "name: 'my run!'\n", r"name: String should match pattern"),
+    ("control strength low > high", "control:\n  search:\n    strength: [1.0, -1.0]\n",
+     r"spec.yaml:3: control.search.strength: range \[1.0, -1.0\] is empty"),
+    ("control trials < 1", "control:\n  search: {trials: 0}\n", r"control.search.trials: Input should be greater than or equal to 1"),
+    ("control window width 0", "control:\n  search: {layers: {width: [0, 3]}}\n", r"control.search.layers.width\[0\]"),
+    ("control concept not extracted", "data: {concepts: [morality]}\ncontrol:\n  concept: harmfulness\n",
+     r"spec.yaml:3: control.concept: 'harmfulness' is not extracted: add it to data.concepts"),
+    ("control language not extracted", "data: {languages: [en, fr]}\ncontrol: {languages: [en, sw]}\n",
+     r"spec.yaml:2: control.languages: sw not in data.languages; control steers with vectors"),
+    ("En-Control without English", "data: {languages: [fr, zh]}\ncontrol: {modes: [english_source]}\n",
+     r"control.modes: english_source steers with English vectors"),
+    ("unknown control mode", "control: {modes: [ls]}\n", r"control.modes\[0\]"),
+    ("unknown operator", "control: {operator: rotate}\n", r"control.operator: Input should be 'linear_comb' or 'piecewise_linear'"),
+    ("unknown sampler", "control:\n  search: {sampler: bayes}\n", r"control.search.sampler: Input should be 'tpe'"),
+    ("model judge without model", "control: {judge: model}\n", r"control.judge: judge name: model needs judge.model"),
+    ("guard bound above 1", "control:\n  search: {guard: {min_relative: 1.5}}\n", r"control.search.guard.min_relative"),
 ]
 
 

@@ -10,6 +10,7 @@ with its error) and the rest go on.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.data import PairSplit, load_split, pair_file, resolve_dataset
+from mvplatform.errors import SpecError
 from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
 from mvplatform.models import PACKAGED, converted_dir, model_depth, model_fingerprint
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
@@ -43,6 +45,7 @@ class SubmissionSummary:
     cached: list[str] = field(default_factory=list)  # items whose states came from the result store
     analysed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    resumed: int = 0  # 0: a new parent run; N: the Nth resumption of an interrupted submission
 
     @property
     def ok(self) -> bool:
@@ -74,12 +77,19 @@ def submit(
     cache_dir: Path | None = None,
     console: Console | None = None,
     verbose: bool = False,
+    force: frozenset[str] = frozenset(),
 ) -> SubmissionSummary:
     """Run every item and analysis of ``spec`` and log it; returns what ran, what was reused, what failed.
 
     ``verbose`` forwards the Ray workers' own output (transformers' messages, warnings) to the console.
+    ``force`` names steps to recompute whatever is stored (:data:`FORCE_STEPS`, or ``all``).
+
+    When the latest submission of the same spec was interrupted (its parent run is not FINISHED),
+    this one resumes it: same parent run, no second child run for an item already logged. A forced
+    submission always starts a new parent run.
     """
     console = console or Console()
+    force = normalise_force(force)
     start = time.perf_counter()
     items = expand(spec)
     data = prepare_data(spec, spec_path.parent if spec_path else None)
@@ -93,15 +103,19 @@ def submit(
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": worker_env()})
     try:
         resources = ray.cluster_resources()
         request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
         tracker = SubmissionTracker(client, spec, spec_path)
-        summary = SubmissionSummary(tracker.start(len(items)), uri, spec.experiment)
+        summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
+        summary.resumed = tracker.resumed
         console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items on Ray ({request.describe()} per worker) "
                       f"-> MLflow {uri}, run {summary.parent_run_id}", highlight=False)
-        runner = _Runner(spec, data, store, request, cache_dir, tracker, summary, console)
+        if tracker.resumed:
+            console.print(f"resuming the interrupted submission {summary.parent_run_id} (resume {tracker.resumed}): "
+                          f"{len(tracker.finished)} child runs already logged are kept", highlight=False)
+        runner = _Runner(spec, data, store, request, cache_dir, tracker, summary, console, force)
         try:
             runner.run(items)
         except BaseException:
@@ -113,6 +127,31 @@ def submit(
             ray.shutdown()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+FORCE_STEPS = ("extract", "control")  # mvp submit --force STEP; "all" = every one
+
+
+def normalise_force(force: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> frozenset[str]:
+    """``{"all"}`` -> every step; refuses unknown names."""
+    steps = frozenset(force)
+    unknown = steps - set(FORCE_STEPS) - {"all"}
+    if unknown:
+        raise SpecError(f"--force {', '.join(sorted(unknown))}: unknown step; choose from {', '.join(FORCE_STEPS)}, all")
+    return frozenset(FORCE_STEPS) if "all" in steps else steps
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for Ray workers (also on a remote cluster, which does not share the driver's).
+
+    ``MVP_*`` variables (the model cache ``MVP_CACHE_DIR``, the test-only ``MVP_FAULT_*`` hooks of
+    :mod:`ray_jobs.worker`) and Hugging Face's offline/cache settings travel with the job.
+    """
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    for name, value in os.environ.items():
+        if name.startswith("MVP_") or name in ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            env[name] = value
+    return env
 
 
 @ray.remote
@@ -175,9 +214,10 @@ class _Runner:
 
     def __init__(self, spec: Spec, data: PreparedData, store: StateStore, request: WorkerRequest,
                  cache_dir: Path | None, tracker: SubmissionTracker, summary: SubmissionSummary,
-                 console: Console) -> None:
+                 console: Console, force: frozenset[str] = frozenset()) -> None:
         self.spec, self.data, self.store, self.request = spec, data, store, request
         self.cache_dir, self.tracker, self.summary, self.console = cache_dir, tracker, summary, console
+        self.force = force  # steps to recompute whatever is stored (FORCE_STEPS)
         self.cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
 
     def run(self, items: list[ExtractionItem]) -> None:

@@ -1,8 +1,15 @@
-"""A Ray actor that loads one model once and computes hidden states for every item given to it."""
+"""A Ray actor that loads one model once and computes hidden states for every item given to it.
+
+Test-only fault hooks, read from the environment in the worker process (the driver forwards every
+``MVP_FAULT_*`` variable through Ray's runtime_env):
+
+- ``MVP_FAULT_SLOW_SECONDS=S``: sleep S seconds before each item, so a test can interrupt a run midway.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import ray
@@ -27,7 +34,14 @@ class ModelWorker:
                 "gpu_ids": ray.get_gpu_ids()}
 
     def states(self, split: PairSplit, extract: ExtractSpec) -> PairStates:
+        _fault_hooks()
         return compute_states(self.loaded, split, extract)
+
+
+def _fault_hooks() -> None:
+    slow = os.environ.get("MVP_FAULT_SLOW_SECONDS")
+    if slow:
+        time.sleep(float(slow))
 
 
 RemoteModelWorker = ray.remote(ModelWorker)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import pyplot as plt
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from safetensors.numpy import save_file
@@ -33,6 +33,12 @@ from tracking.store import artifact_location
 
 MAX_PARAM_LENGTH = 500
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+ChildKey = tuple[str, str | None, str | None, str | None]  # (step, model, concept, language)
+
+
+def child_key(tags: dict[str, str]) -> ChildKey:
+    """What identifies a child run within its parent: its step, model, concept and language tags."""
+    return tags.get("step", ""), tags.get("model"), tags.get("concept"), tags.get("language")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -60,6 +66,8 @@ class SubmissionTracker:
         self.parent_id: str | None = None
         self.results: list[ExtractionResult] = []
         self.analyses: list[ConceptAnalysis] = []
+        self.resumed = 0  # how often the parent run has been resumed (0: a new submission)
+        self.finished: dict[ChildKey, str] = {}  # children already FINISHED under a resumed parent
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -71,7 +79,17 @@ class SubmissionTracker:
 
     # -- parent ---------------------------------------------------------------------------------
 
-    def start(self, n_items: int) -> str:
+    def start(self, n_items: int, resume: bool = True) -> str:
+        """The parent run: an interrupted submission of the same spec when there is one, else a new run.
+
+        Interrupted means the latest submission with this spec hash is not FINISHED (RUNNING after a
+        killed driver, KILLED after Ctrl-C, FAILED after failed items). Its FINISHED children are kept
+        and not logged again; its unfinished ones (a child cut off mid-logging, a failed item) are
+        deleted, as the items they stood for run again.
+        """
+        previous = self._interrupted() if resume else None
+        if previous is not None:
+            return self._resume(previous)
         tags = {"spec": self.spec.name, "spec_hash": self.spec.fingerprint(), "mvp_version": __version__,
                 "step": "submission", MLFLOW_RUN_NOTE: f"mvp submission of {self.spec.name}: {n_items} work items"}
         run = self.client.create_run(self.experiment_id, run_name=f"{self.spec.name} (submission)", tags=tags)
@@ -85,6 +103,41 @@ class SubmissionTracker:
         if self.spec_path is not None:
             self.client.log_artifact(self.parent_id, str(self.spec_path), artifact_path="spec")
         return self.parent_id
+
+    def _interrupted(self) -> Run | None:
+        latest = self.client.search_runs(
+            [self.experiment_id], f"tags.step = 'submission' and tags.spec_hash = '{self.spec.fingerprint()}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return latest[0] if latest and latest[0].info.status != "FINISHED" else None
+
+    def _resume(self, parent: Run) -> str:
+        self.parent_id = parent.info.run_id
+        self.resumed = int(parent.data.tags.get("resumed", "0")) + 1
+        for child in self.children():
+            if child.info.status == "FINISHED":
+                self.finished.setdefault(child_key(child.data.tags), child.info.run_id)
+            else:
+                self.client.delete_run(child.info.run_id)
+        self.client.update_run(self.parent_id, status="RUNNING")
+        self.client.set_tag(self.parent_id, "resumed", str(self.resumed))
+        return self.parent_id
+
+    def children(self) -> list[Run]:
+        """Every child run of the parent (all pages)."""
+        assert self.parent_id is not None
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'",
+                                           max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def existing(self, step: str, model: str | None, concept: str | None, language: str | None = None) -> str | None:
+        """The id of a FINISHED child with these tags under a resumed parent, else None (log it)."""
+        return self.finished.get((step, model, concept, language))
 
     def finish(self, failures: dict[str, str]) -> None:
         """Summary tables, figures and metrics on the parent; FAILED if any item failed."""
@@ -110,6 +163,10 @@ class SubmissionTracker:
     def log_extraction(self, result: ExtractionResult) -> str:
         """One child run: per-layer accuracy curve, best layer, vectors and (optionally) test states."""
         assert self.parent_id is not None
+        done = self.existing("extract", result.model, result.concept, result.language)
+        if done is not None:  # logged before the interruption: the summary still needs the result
+            self.results.append(result)
+            return done
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": result.model, "concept": result.concept,
                 "language": result.language, "step": "extract", "spec": self.spec.name,
                 "method": result.vectors.method}
@@ -151,6 +208,10 @@ class SubmissionTracker:
     def log_analysis(self, analysis: ConceptAnalysis) -> str:
         """One child run per model x concept with the cross-lingual matrices, metrics and heatmaps."""
         assert self.parent_id is not None
+        done = self.existing("cross-lingual", analysis.model, analysis.concept)
+        if done is not None:
+            self.analyses.append(analysis)
+            return done
         name = f"{analysis.model} / {analysis.concept} / cross-lingual"
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": analysis.model, "concept": analysis.concept,
                 "step": "cross-lingual", "spec": self.spec.name, "languages": ",".join(analysis.languages)}

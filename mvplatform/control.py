@@ -134,7 +134,7 @@ class Controller:
             coefficients = np.zeros((len(rows), len(layers)), dtype=np.float32)
             for r, (_, j) in enumerate(rows):
                 setting = settings[j]
-                if setting is not None:
+                if setting is not None and setting.strength != 0:  # zero strength: unsteered, no columns
                     for layer in setting.layers(n_layers):
                         coefficients[r, layers.index(layer)] = setting.strength
             out = generate(self.loaded, texts, self.generation, steering, coefficients)

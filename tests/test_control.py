@@ -214,7 +214,7 @@ def test_controller_batches_settings_and_matches_separate_runs(controller):
     rng = np.random.default_rng(0)
     vectors = ConceptVectors([1, 2, 3], rng.normal(size=(3, 32)), "cluster_mean", np.array([1.0, 2.0, 3.0]))
     prompts = ["I helped my neighbour.", "The quick brown fox"]
-    settings = [None, Setting(1, 2, 2.0), Setting(3, 1, -3.0)]
+    settings = [None, Setting(1, 2, 2.0), Setting(3, 1, -3.0), Setting(2, 1, 0.0)]
     together = controller.evaluate("en", prompts, settings, vectors)
     for setting, evaluation in zip(settings, together):
         alone = controller.evaluate("en", prompts, [setting], vectors)[0]
@@ -222,6 +222,7 @@ def test_controller_batches_settings_and_matches_separate_runs(controller):
         assert [v.label for v in evaluation.verdicts] == [v.label for v in alone.verdicts]
         assert len(evaluation.verdicts) == 2
     assert together[1].responses != together[0].responses  # steering changes what is generated
+    assert together[3].responses == together[0].responses  # strength 0 is the unsteered model
     assert controller.stats.rows >= 6
 
 

@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the Ray workers' own output")
+    p.add_argument("--force", action="append", default=[], metavar="STEP", choices=["extract", "control", "all"],
+                   help="recompute a step whatever the result store holds: extract (hidden states), control "
+                        "(steering studies and evaluations) or all; repeatable. A forced submission starts a new "
+                        "MLflow parent run instead of resuming an interrupted one")
     p = command("report", cmd_report, "regenerate a submission's tables and figures from MLflow (no model)")
     p.add_argument("run", help="parent run id (printed by mvp submit) or a spec file (its latest submission)")
     p.add_argument("-o", "--output", type=Path, default=Path("mvp-report"), help="folder to write (default mvp-report)")
@@ -188,7 +192,7 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     from ray_jobs.submit import submit
 
     summary = submit(spec, args.spec.resolve(), address=args.address, cache_dir=args.cache_dir, console=console,
-                     verbose=args.verbose)
+                     verbose=args.verbose, force=frozenset(args.force))
     table = Table(title=f"{spec.name}: finished in {summary.seconds:.0f} s", show_header=False)
     table.add_row("extraction items", f"{len(summary.done)} done ({len(summary.computed)} ran the model, "
                                       f"{len(summary.cached)} from the cache), {len(summary.failures)} failed")

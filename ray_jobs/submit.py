@@ -110,6 +110,8 @@ def submit(
         tracker = SubmissionTracker(client, spec, spec_path)
         summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
         summary.resumed = tracker.resumed
+        if force:
+            client.set_tag(summary.parent_run_id, "force", ",".join(sorted(force)))
         console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items on Ray ({request.describe()} per worker) "
                       f"-> MLflow {uri}, run {summary.parent_run_id}", highlight=False)
         if tracker.resumed:
@@ -247,7 +249,8 @@ class _Runner:
         results: list[ExtractionResult] = []
         fingerprint = model_fingerprint(model)
         keys = {item: self._key(item, fingerprint) for item in items}
-        cached = {item: self.store.get(keys[item]) for item in items} if self.spec.results.reuse else {}
+        reuse = self.spec.results.reuse and "extract" not in self.force
+        cached = {item: self.store.get(keys[item]) for item in items} if reuse else {}
         todo = [item for item in items if cached.get(item) is None]
         for item in items:
             if cached.get(item) is not None:

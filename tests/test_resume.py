@@ -161,3 +161,30 @@ def test_a_killed_submission_is_resumed_and_a_finished_one_is_not(tiny_model_dir
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
     assert third.parent_run_id != first.parent_run_id and third.resumed == 0  # FINISHED: a new submission
     assert third.computed == [] and len(third.cached) == 2
+
+
+def test_force_extract_recomputes_cached_states(tiny_model_dir, mvalue_dir, tmp_path, capsys):
+    from mvplatform.cli import main
+
+    path, uri = write_spec(tmp_path, tiny_model_dir("qwen2"), mvalue_dir)
+    path.write_text(path.read_text().replace("[morality, truthfulness]", "[morality]"))
+    client = MlflowClient(tracking_uri=uri)
+    first = submit(load_spec(path), path)
+    assert len(first.computed) == 2
+    client.set_terminated(first.parent_run_id, "KILLED")  # even an interrupted run is not resumed when forced
+    assert main(["submit", str(path), "--force", "extract"]) == 0
+    parents = client.search_runs([client.get_run(first.parent_run_id).info.experiment_id], "tags.step = 'submission'",
+                                 order_by=["attributes.start_time DESC"])
+    forced = parents[0]
+    assert len(parents) == 2 and forced.info.run_id != first.parent_run_id
+    assert forced.data.tags["force"] == "extract"
+    states = [r.data.tags["states"] for r in children(client, forced.info.run_id) if r.data.tags["step"] == "extract"]
+    assert states == ["computed", "computed"]  # two forward passes again, nothing from the cache
+    assert "2 ran the model" in " ".join(capsys.readouterr().out.split())
+
+
+def test_force_all_names_every_step():
+    from ray_jobs.submit import FORCE_STEPS, normalise_force
+
+    assert normalise_force({"all"}) == frozenset(FORCE_STEPS) == frozenset({"extract", "control"})
+    assert normalise_force(["extract"]) == frozenset({"extract"})

@@ -160,6 +160,24 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def control_plan(spec) -> str:  # noqa: ANN001 - a Spec with control set
+    """What the control stage will run, in generations, so its cost is visible before a submit."""
+    from ray_jobs.control import search_languages
+
+    c = spec.control
+    studies = search_languages(c, spec.control_languages)
+    s, g = c.search, c.search.guard
+    harmful = s.instructions or round(104 * c.search_fraction)
+    per_trial = harmful + (g.instructions if g else 0)
+    test = c.test_instructions or 104 - round(104 * c.search_fraction)
+    settings = len(c.modes) + (c.curve_points if "language_specific" in c.modes else 0)
+    return (f"then control of {c.concept} on the same workers: {len(studies)} Optuna studies per model "
+            f"({', '.join(studies) or 'none'}; {s.sampler}, {s.trials} trials, {s.trials_per_batch} per batched "
+            f"generation, about {per_trial} responses per trial of at most {c.generation.max_new_tokens} tokens), "
+            f"then {', '.join(c.modes)} on the test instructions of {len(spec.control_languages)} languages "
+            f"(about {test} x {settings} responses each; built-in sets: 52 search / 52 test per language)")
+
+
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.spec import CROSS_LINGUAL, expand, load_spec
 
@@ -176,6 +194,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         console.print(f"then per model x concept ({len(spec.models) * len(spec.data.concepts)} Ray tasks, no model): "
                       f"{', '.join(cross)} over {len(spec.data.languages)} languages "
                       f"(high-resource: {', '.join(spec.analysis.high_resource)})")
+    if spec.control is not None:
+        console.print(control_plan(spec), highlight=False)
     r = spec.resources
     cpus = r.cpus_per_worker if r.cpus_per_worker is not None else "the machine's CPUs / workers (1 on GPU workers)"
     gpus = "1 if the Ray cluster has GPUs, else 0" if r.gpus_per_worker == "auto" else r.gpus_per_worker
@@ -197,6 +217,11 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     table.add_row("extraction items", f"{len(summary.done)} done ({len(summary.computed)} ran the model, "
                                       f"{len(summary.cached)} from the cache), {len(summary.failures)} failed")
     table.add_row("cross-lingual analyses", str(len(summary.analysed)))
+    loads = "; ".join(f"{model}: {', '.join(map(str, n)) or 'none (all cached)'}"
+                      for model, n in summary.model_loads.items())
+    table.add_row("model loads per worker", loads or "none")
+    if summary.resumed:
+        table.add_row("resumed", f"the interrupted parent run (resume {summary.resumed}); no child run logged twice")
     if spec.control is not None:
         table.add_row("control", f"{spec.control.concept}: Table 2 for {len(summary.control)} model(s) below")
     table.add_row("MLflow", f"experiment {summary.experiment!r}, parent run {summary.parent_run_id}")

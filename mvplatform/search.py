@@ -27,6 +27,7 @@ from mvplatform.spec import SearchSpec
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 GUARD_CONSTRAINT = "harmless_answer_rate"
+UNSTEERED = Setting(0, 0, 0.0)  # the memo key of every zero-strength setting
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 SAMPLERS: Registry[SamplerFactory] = Registry("Optuna sampler")
 
@@ -165,7 +166,9 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
     target = min(search.trials, grid_size) if grid_size else search.trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     resumed = len(study.get_trials(deepcopy=False, states=finished))
-    memo: dict[Setting, tuple[float, float | None]] = {}
+    # Strength 0 is the unsteered model whatever the window: such trials reuse the baseline for free.
+    memo: dict[Setting, tuple[float, float | None]] = {UNSTEERED: (study.user_attrs["baseline_following"],
+                                                                   baseline_harmless)}
     while (done := len(study.get_trials(deepcopy=False, states=finished))) < target:
         batch = [study.ask() for _ in range(min(search.trials_per_batch, target - done))]
         settings = [_suggest(trial, space) for trial in batch]
@@ -197,6 +200,7 @@ def _evaluate_batch(controller: Controller, language: str, vectors: ConceptVecto
                     bound: float | None, multi: bool) -> None:
     """Judge a batch of trials together; repeated settings reuse their earlier result."""
     started = time.perf_counter()
+    settings = [UNSTEERED if s.strength == 0 else s for s in settings]
     fresh = sorted({s for s in settings if s not in memo})
     # Pruning evaluates the harmful instructions in chunks and reports the running rate after each.
     chunks = 4 if search.pruning and not multi else 1
@@ -228,7 +232,7 @@ def _evaluate_batch(controller: Controller, language: str, vectors: ConceptVecto
         if s not in pruned:
             memo[s] = (followed[s] / judged[s], harmless_rates[s])
     for trial, setting in zip(batch, settings):
-        trial.set_user_attr("layers", setting.layers(controller.loaded.n_layers))
+        trial.set_user_attr("layers", [] if setting == UNSTEERED else setting.layers(controller.loaded.n_layers))
         trial.set_user_attr("seconds", seconds)
         if setting in pruned:
             trial.set_user_attr("following_rate", followed[setting] / max(1, judged[setting]))

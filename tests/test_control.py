@@ -240,3 +240,10 @@ def test_cli_lists_the_control_names_the_spec_accepts():
     assert sorted(LISTED_CHOICES["judges"]) == sorted(JUDGES)
     assert sorted(LISTED_CHOICES["samplers"]) == sorted(SPEC_SAMPLERS)
     assert list(LISTED_CHOICES["modes"]) == list(CONTROL_MODES)
+
+
+def test_zero_strength_trials_reuse_the_baseline_without_generating():
+    controller = PlantedController(Setting(7, 2, -1.0))
+    result = run_study(controller, "fr", None, HARMFUL, HARMLESS, _search(trials=6, strength=[0.0, 0.0]))
+    assert controller.calls == 2  # the unsteered harmful and harmless baselines, nothing else
+    assert all(r.following_rate == pytest.approx(0.05) for r in result.trials)

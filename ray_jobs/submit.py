@@ -46,6 +46,7 @@ class SubmissionSummary:
     analysed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     resumed: int = 0  # 0: a new parent run; N: the Nth resumption of an interrupted submission
+    model_loads: dict[str, list[int]] = field(default_factory=dict)  # model -> loads per worker (0 workers: cached)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,8 @@ def submit(
         except BaseException:
             tracker.abort()
             raise
-        tracker.finish(summary.failures)
+        summary.model_loads = {pool.model.short_name: pool.loads for pool in runner.pools}
+        tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values()))})
     finally:
         if started_ray:
             ray.shutdown()
@@ -174,6 +176,7 @@ class WorkerPool:
         self.error: Exception | None = None
         self.n_layers = 0
         self.device = ""
+        self.loads: list[int] = []  # model loads per worker (1 + Ray restarts), known once the pool closes
 
     def workers(self, progress: Progress | None = None, bar: TaskID | None = None) -> list | None:
         """The live actors (loading the model on first call), or None when loading failed."""
@@ -206,6 +209,7 @@ class WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.loads = [1 + actor_restarts(worker) for worker in self._workers or []]
         for worker in self._workers or []:  # free the resources for the next model
             ray.kill(worker)
         self._workers = None
@@ -220,6 +224,7 @@ class _Runner:
         self.spec, self.data, self.store, self.request = spec, data, store, request
         self.cache_dir, self.tracker, self.summary, self.console = cache_dir, tracker, summary, console
         self.force = force  # steps to recompute whatever is stored (FORCE_STEPS)
+        self.pools: list[WorkerPool] = []  # every model's pool, for its load count once closed
         self.cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
 
     def run(self, items: list[ExtractionItem]) -> None:
@@ -246,6 +251,7 @@ class _Runner:
 
     def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool, progress: Progress,
                        bar: TaskID) -> list[ExtractionResult]:
+        self.pools.append(pool)
         results: list[ExtractionResult] = []
         fingerprint = model_fingerprint(model)
         keys = {item: self._key(item, fingerprint) for item in items}
@@ -332,6 +338,16 @@ class _Runner:
                 self.tracker.log_analysis(analysis)
                 self.summary.analysed.append(label)
             progress.advance(bar)
+
+
+def actor_restarts(actor: object) -> int:
+    """How often Ray restarted an actor after its process died (0 when the count cannot be read)."""
+    try:
+        from ray._private import state  # the GCS actor table; the public state API needs the dashboard
+
+        return int(state.actors(actor._actor_id.hex()).get("NumRestarts", 0))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a count for the record, never worth failing a submission
+        return 0
 
 
 def root_cause(exc: BaseException) -> str:

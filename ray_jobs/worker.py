@@ -4,6 +4,10 @@ Test-only fault hooks, read from the environment in the worker process (the driv
 ``MVP_FAULT_*`` variable through Ray's runtime_env):
 
 - ``MVP_FAULT_SLOW_SECONDS=S``: sleep S seconds before each item, so a test can interrupt a run midway.
+- ``MVP_FAULT_KILL_ONCE=PATH``: when PATH does not exist yet, create it and kill this worker process
+  (``os._exit(1)``) in the middle of an item, as a segfault or the kernel's OOM killer would. Ray then
+  restarts the actor (``max_restarts``, loading the model again) and retries the item
+  (``max_task_retries``). PATH is created atomically, so of several workers exactly one dies, once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ def _fault_hooks() -> None:
     slow = os.environ.get("MVP_FAULT_SLOW_SECONDS")
     if slow:
         time.sleep(float(slow))
+    kill_once = os.environ.get("MVP_FAULT_KILL_ONCE")
+    if kill_once:
+        try:
+            handle = os.open(kill_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(handle, f"{os.getpid()}\n".encode())
+        os.close(handle)
+        os._exit(1)
 
 
 RemoteModelWorker = ray.remote(ModelWorker)

@@ -139,8 +139,8 @@ class SubmissionTracker:
         """The id of a FINISHED child with these tags under a resumed parent, else None (log it)."""
         return self.finished.get((step, model, concept, language))
 
-    def finish(self, failures: dict[str, str]) -> None:
-        """Summary tables, figures and metrics on the parent; FAILED if any item failed."""
+    def finish(self, failures: dict[str, str], metrics: dict[str, float] | None = None) -> None:
+        """Summary tables, figures and metrics (plus ``metrics``) on the parent; FAILED if any item failed."""
         assert self.parent_id is not None
         with self._staging() as folder:
             write_summary(folder, self.results, self.analyses)
@@ -148,10 +148,11 @@ class SubmissionTracker:
                 (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
             self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
         now = _now()
-        metrics = [Metric("items_failed", len(failures), now, 0), Metric("items_done", len(self.results), now, 0)]
+        logged = [Metric("items_failed", len(failures), now, 0), Metric("items_done", len(self.results), now, 0)]
+        logged += [Metric(name, float(value), now, 0) for name, value in (metrics or {}).items()]
         if self.results:
-            metrics.append(Metric("mean_best_accuracy", float(np.mean([r.best[1] for r in self.results])), now, 0))
-        self.client.log_batch(self.parent_id, metrics=metrics)
+            logged.append(Metric("mean_best_accuracy", float(np.mean([r.best[1] for r in self.results])), now, 0))
+        self.client.log_batch(self.parent_id, metrics=logged)
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
     def abort(self) -> None:

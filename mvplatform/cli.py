@@ -222,11 +222,6 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     table.add_row("model loads per worker", loads or "none")
     if summary.resumed:
         table.add_row("resumed", f"the interrupted parent run (resume {summary.resumed}); no child run logged twice")
-    loads = "; ".join(f"{model}: {', '.join(map(str, n)) or 'none (all cached)'}"
-                      for model, n in summary.model_loads.items())
-    table.add_row("model loads per worker", loads or "none")
-    if summary.resumed:
-        table.add_row("resumed", f"the interrupted parent run (resume {summary.resumed}); no child run logged twice")
     if spec.control is not None:
         table.add_row("control", f"{spec.control.concept}: Table 2 for {len(summary.control)} model(s) below")
     table.add_row("MLflow", f"experiment {summary.experiment!r}, parent run {summary.parent_run_id}")

@@ -272,14 +272,77 @@ def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+        model.to(device).eval()
     except OSError as exc:
         raise ModelError(f"cannot load model {spec.name!r} ({exc}). Without network, hub ids cannot be "
                          "downloaded: use a packaged alias or a local directory") from None
-    model.to(device).eval()
+    except (MemoryError, RuntimeError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(exc):
+            raise
+        raise ModelError(out_of_memory_message(spec, location, dtype, device, exc)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec.name, model, tokenizer, make_prompter(spec.prompt, tokenizer, spec.name),
                        decoder_layers(model), device)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
+    return isinstance(exc, (MemoryError, oom)) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def parameter_count(location: str, spec: ModelSpec) -> int | None:
+    """Parameters of a model from its config alone: built on the meta device, so no memory is used."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - the count only improves a message
+        return None
+
+
+def available_memory(device: torch.device) -> tuple[int | None, str]:
+    """Bytes free for weights on ``device`` and where that number comes from."""
+    try:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            return int(free), f"free on {device} (of {_size(total)})"
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().available), "RAM available on this machine"
+        except ImportError:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "RAM free on this machine"
+    except Exception:  # noqa: BLE001
+        return None, "unknown"
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def out_of_memory_message(spec: ModelSpec, location: str, dtype: torch.dtype, device: torch.device,
+                          exc: BaseException) -> str:
+    """What ran out, the arithmetic of what the weights need against what is there, and the fixes."""
+    bytes_per = torch.empty((), dtype=dtype).element_size()
+    n_params = parameter_count(location, spec)
+    available, where = available_memory(device)
+    dtype_name = str(dtype).removeprefix("torch.")
+    need = (f"{n_params:,} parameters x {bytes_per} bytes ({dtype_name}) = {_size(n_params * bytes_per)} "
+            "for the weights alone" if n_params is not None else f"weights in {dtype_name} ({bytes_per} bytes each)")
+    have = f"{_size(available)} {where}" if available is not None else "available memory unknown"
+    fixes = ["a smaller dtype (model.dtype: bfloat16 or float16 halve float32's memory)" if bytes_per > 2 else None,
+             "fewer model copies per machine (resources.model_workers, or a whole GPU per worker: "
+             "resources.gpus_per_worker: 1)" if device.type == "cuda" else
+             "fewer model copies per machine (resources.model_workers) or a machine with more RAM",
+             "a model larger than one GPU needs several GPUs per worker with transformers' device_map=\"auto\" "
+             "(not a spec option yet)" if device.type == "cuda" else "a GPU (model.device: auto on a GPU node)"]
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return (f"out of memory loading model {spec.name!r} on {device} ({first}): needs {need}; {have}. "
+            f"Fix: {'; '.join(f for f in fixes if f)}")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from mvplatform.spec import load_spec
@@ -31,3 +33,44 @@ def test_injected_worker_crash_is_retried_and_results_equal_a_clean_run(tiny_mod
     mine = artifacts_by_item(MlflowClient(tracking_uri=crashed_uri), crashed.parent_run_id, tmp_path / "a")
     theirs = artifacts_by_item(MlflowClient(tracking_uri=clean_uri), clean.parent_run_id, tmp_path / "b")
     assert len(mine) == 8 and mine == theirs
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                                               "can't allocate memory: you tried to allocate 1 bytes. "
+                                                               "Error code 12 (Cannot allocate memory); out of memory")])
+def test_out_of_memory_on_load_names_model_dtype_memory_needed_and_available(error, tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from mvplatform.errors import ModelError
+    from mvplatform.models import load_model
+    from mvplatform.spec import ModelSpec
+
+    folder = tiny_model_dir("llama")
+    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(folder).parameters())
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fail)
+    with pytest.raises(ModelError) as info:
+        load_model(ModelSpec(name=str(folder), device="cpu", dtype="float32"))
+    message = str(info.value)
+    assert message.startswith(f"out of memory loading model {str(folder)!r} on cpu")
+    assert f"needs {n_params:,} parameters x 4 bytes (float32) = {n_params * 4 / 2**20:.1f} MiB" in message
+    assert "GiB RAM available on this machine" in message
+    assert "model.dtype: bfloat16" in message and "resources.model_workers" in message
+
+
+def test_other_load_errors_are_not_reported_as_out_of_memory(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from mvplatform.models import load_model
+    from mvplatform.spec import ModelSpec
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("size mismatch for lm_head.weight")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fail)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cpu"))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -74,3 +79,43 @@ def test_other_load_errors_are_not_reported_as_out_of_memory(tiny_model_dir, mon
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fail)
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cpu"))
+
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+def test_unreachable_mlflow_fails_fast_with_exit_2_and_a_clear_message(tiny_model_dir, mvalue_dir, tmp_path):
+    path, _ = write_spec(tmp_path, tiny_model_dir("qwen2"), mvalue_dir)
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("tracking:")))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": UNREACHABLE}
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "mvplatform.cli", "submit", str(path)], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=120)
+    seconds = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"MLflow tracking server {UNREACHABLE} is unreachable (connection refused" in message
+    assert "nothing was started" in message
+    assert seconds < 20  # Python start-up and imports included; MLflow's default retries take minutes
+    assert "Ray" not in result.stdout + result.stderr
+
+
+def test_unreachable_mlflow_is_refused_before_ray_starts(tiny_model_dir, mvalue_dir, tmp_path, monkeypatch):
+    import ray
+
+    from mvplatform.errors import TrackingError
+
+    path, _ = write_spec(tmp_path, tiny_model_dir("qwen2"), mvalue_dir)
+    path.write_text(path.read_text().replace(f"sqlite:///{tmp_path / 'mlflow.db'}", UNREACHABLE))
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started before the MLflow store was checked")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # the user's own setting comes back after the probe
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable"):
+        submit(load_spec(path), path)
+    assert time.monotonic() - start < 10
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -26,18 +28,55 @@ def resolve_tracking_uri(spec_uri: str | None = None, workdir: Path | None = Non
     return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_DB}"
 
 
+PROBE_TIMEOUT_S = 5  # the first query to a tracking server: one try, this long at most
+
+
 def check_store(uri: str) -> MlflowClient:
-    """A client for ``uri`` that has answered one query; a clear error when the store is unusable."""
+    """A client for ``uri`` that has answered one query; a clear error when the store is unusable.
+
+    For a tracking server the probe makes one attempt with a short timeout: MLflow's own defaults
+    (7 retries with exponential backoff, 120 s timeout) would keep an unreachable server's user
+    waiting for minutes. Later requests keep MLflow's retries.
+    """
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..." is noise
     client = MlflowClient(tracking_uri=uri)
     try:
-        client.search_experiments(max_results=1)
+        with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S)):
+            client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to a user
+        fix = "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
+        if uri.startswith(("http://", "https://")):
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({_reason(exc)}); nothing was "
+                                f"started. {fix[0].upper()}{fix[1:]}") from None
         raise TrackingError(
-            f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
+            f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}"
         ) from None
     return client
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "refused" in text:
+        return "connection refused: no server listens there"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"no answer within {PROBE_TIMEOUT_S} s"
+    if "Name or service not known" in text or "nodename nor servname" in text or "resolve" in text.lower():
+        return "host name not found"
+    return f"{type(exc).__name__}: {text.strip().splitlines()[0][:200]}" if text.strip() else type(exc).__name__
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

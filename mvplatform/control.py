@@ -255,3 +255,36 @@ def evaluate_language(controller: Controller, language: str, tasks: list[ModeTas
         modes[task.mode] = (task, results[(source, task.setting)])
     points = [(s.strength, results[(language, s)].rate) for s in curve_settings]
     return LanguageEvaluation(language, modes, points, own_best, time.perf_counter() - start)
+
+
+def _setting_dict(setting: Setting | None) -> dict[str, object] | None:
+    return None if setting is None else {"start": setting.start, "width": setting.width, "strength": setting.strength}
+
+
+def _setting_from(data: dict[str, object] | None) -> Setting | None:
+    return None if data is None else Setting(int(data["start"]), int(data["width"]), float(data["strength"]))
+
+
+def evaluation_to_json(evaluation: LanguageEvaluation) -> dict[str, object]:
+    """Plain JSON of a language's evaluation, for the result store (never pickled)."""
+    modes = {}
+    for mode, (task, result) in evaluation.modes.items():
+        modes[mode] = {"task": {"mode": task.mode, "language": task.language, "vectors_from": task.vectors_from,
+                                "setting": _setting_dict(task.setting), "note": task.note},
+                       "setting": _setting_dict(result.setting), "instructions": result.instructions,
+                       "responses": result.responses,
+                       "verdicts": [[v.label, v.reason] for v in result.verdicts]}
+    return {"language": evaluation.language, "modes": modes, "curve": evaluation.curve,
+            "curve_window": _setting_dict(evaluation.curve_window), "seconds": evaluation.seconds}
+
+
+def evaluation_from_json(data: dict[str, object]) -> LanguageEvaluation:
+    modes = {}
+    for mode, item in data["modes"].items():  # type: ignore[union-attr]
+        t = item["task"]
+        task = ModeTask(t["mode"], t["language"], t["vectors_from"], _setting_from(t["setting"]), t["note"])
+        verdicts = [Verdict(label, reason) for label, reason in item["verdicts"]]
+        modes[mode] = (task, Evaluation(_setting_from(item["setting"]), item["instructions"], item["responses"],
+                                        verdicts))
+    return LanguageEvaluation(str(data["language"]), modes, [tuple(p) for p in data["curve"]],  # type: ignore[misc]
+                              _setting_from(data["curve_window"]), float(data["seconds"]))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from rich.progress import Progress, TaskID
 
 from mvplatform.concepts import ConceptVectors
 from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask, SteeringStyle,
-                                curve_strengths, evaluate_language, plan_modes)
+                                curve_strengths, evaluate_language, evaluation_from_json, evaluation_to_json,
+                                plan_modes)
 from mvplatform.data import InstructionSplit
 from mvplatform.extraction import ExtractionResult
 from mvplatform.generation import GenerationSettings
@@ -100,11 +102,43 @@ def study_name(spec: Spec, model: ModelSpec, language: str, vectors: ConceptVect
     return f"{model.short_name}-{control.concept}-{language}-{digest.hexdigest()[:12]}"
 
 
+def evaluation_key(spec: Spec, model: ModelSpec, job: EvaluationJob) -> str:
+    """Content key of a language's mode evaluation: model, vectors, settings, instructions, control spec."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model_fingerprint(model), sort_keys=True).encode())
+    for source in sorted(job.vectors):
+        digest.update(source.encode())
+        digest.update(np.ascontiguousarray(job.vectors[source].directions, dtype=np.float32).tobytes())
+        if job.vectors[source].norms is not None:
+            digest.update(np.ascontiguousarray(job.vectors[source].norms, dtype=np.float32).tobytes())
+    tasks = [[t.mode, t.vectors_from, None if t.setting is None else [t.setting.start, t.setting.width,
+                                                                      t.setting.strength]] for t in job.tasks]
+    control = job.control.model_dump(mode="json", exclude={"search", "languages"})
+    digest.update(json.dumps([tasks, job.curve, job.harmful, control], sort_keys=True).encode())
+    return f"{model.short_name}-{job.control.concept}-{job.language}-{digest.hexdigest()[:16]}"
+
+
+def _read_evaluation(path: Path) -> LanguageEvaluation | None:
+    try:
+        return evaluation_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: recompute
+        return None
+
+
+def _write_evaluation(path: Path, evaluation: LanguageEvaluation) -> None:
+    """Atomic: a crash never leaves a half-written file that a later run trusts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".tmp-{os.getpid()}")
+    staging.write_text(json.dumps(evaluation_to_json(evaluation), ensure_ascii=False), encoding="utf-8")
+    os.replace(staging, path)
+
+
 @dataclass
 class ControlOutcome:
     studies: dict[str, StudyResult]
     evaluations: list[LanguageEvaluation]
     failures: dict[str, str]
+    reused: list[str]
 
 
 def run_control(spec: Spec, model: ModelSpec, workers: list, n_layers: int, results: list[ExtractionResult],
@@ -156,30 +190,41 @@ def run_control(spec: Spec, model: ModelSpec, workers: list, n_layers: int, resu
     curve = curve_strengths(control.search.strength, control.curve_points)
     progress.update(bar, description=f"control modes ({model.short_name}: "
                                      f"{', '.join(MODE_LABELS[m] for m in control.modes)})")
-    pending = {}
+    pending: dict = {}
+    evaluations: list[LanguageEvaluation] = []
+    reused: list[str] = []  # languages whose evaluation came from the result store
     for i, language in enumerate(lang for lang in languages if lang in vectors):
         own = [t for t in tasks if t.language == language]
         needed = {t.vectors_from for t in own if t.vectors_from} | {language}
         harmful = list(instructions[language].test["harmful"].values())[: control.test_instructions]
         job = EvaluationJob(control, language, own, {src: vectors[src] for src in needed if src in vectors},
                             harmful, curve if language in studies else [])
-        pending[workers[i % len(workers)].control_evaluate.remote(job)] = language
-    evaluations = []
+        path = store_root / "control" / f"{evaluation_key(spec, model, job)}.json"
+        stored = None if force else _read_evaluation(path)
+        if stored is not None:
+            reused.append(language)
+            evaluations.append(stored)
+            if on_language is not None:
+                on_language(stored)
+            progress.advance(bar)
+            continue
+        pending[workers[i % len(workers)].control_evaluate.remote(job)] = (language, path)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        language = pending.pop(ready[0])
+        language, path = pending.pop(ready[0])
         try:
             evaluation = ray.get(ready[0])
         except ray.exceptions.RayError as exc:
             failures[f"{model.short_name} / control modes / {language}"] = root_cause(exc)
         else:
+            _write_evaluation(path, evaluation)
             evaluations.append(evaluation)
             if on_language is not None:
                 on_language(evaluation)
         progress.advance(bar)
     order = {lang: i for i, lang in enumerate(languages)}
     evaluations.sort(key=lambda e: order[e.language])
-    return ControlOutcome(studies, evaluations, failures)
+    return ControlOutcome(studies, evaluations, failures, reused)
 
 
 def control_steps(spec: Spec) -> int:

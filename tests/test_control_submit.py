@@ -79,11 +79,15 @@ def test_control_submission_logs_studies_modes_and_table2(control_run, tmp_path)
     assert list((folder / "results" / "studies").glob("*.journal"))
 
 
-def test_resubmitting_reuses_finished_studies(control_run):
-    summary, client, path, _ = control_run
+def test_resubmitting_reuses_finished_studies_and_evaluations(control_run):
+    summary, client, path, folder = control_run
     again = submit(load_spec(path), path)
     studies = _children(client, again, "search")
     assert all(r.data.metrics["trials_resumed"] == 4 and r.data.metrics["rows_generated"] == 0 for r in studies)
+    assert again.control == summary.control  # the same Table 2, read from the result store
+    assert summary.control_reused == [] and sorted(again.control_reused) == sorted(
+        f"{m} / {lang}" for m in [summary.done[0].split(" / ")[0]] for lang in ("en", "fr"))
+    assert len(list((folder / "results" / "control").glob("*.json"))) == 2
 
 
 def test_control_window_beyond_the_model_is_refused_before_any_run(control_run):

@@ -141,10 +141,11 @@ def _block_hook(operator: Operator, vector: torch.Tensor, coefficient: torch.Ten
         if tracker.active is None or tracker.active.shape[0] != hidden.shape[0]:
             raise RuntimeError(f"steering expected {coefficient.shape[0]} rows; the model ran "
                                f"{hidden.shape[0]} (beam search and num_return_sequences are not supported)")
-        if coefficient.shape[0] != hidden.shape[0]:
-            raise RuntimeError(f"{coefficient.shape[0]} coefficient rows for a batch of {hidden.shape[0]}")
-        scale = coefficient[:, None, None] * tracker.active.to(hidden.dtype)  # [B, T, 1]
-        steered = operator(hidden, vector, scale)
+        # With device_map="auto" a block may sit on another GPU than the embeddings.
+        here = vector if vector.device == hidden.device else vector.to(hidden.device)
+        rows = coefficient if coefficient.device == hidden.device else coefficient.to(hidden.device)
+        scale = rows[:, None, None] * tracker.active.to(device=hidden.device, dtype=hidden.dtype)  # [B, T, 1]
+        steered = operator(hidden, here, scale)
         if normalize:
             norm = hidden.norm(dim=-1, keepdim=True)
             steered = steered * (norm / steered.norm(dim=-1, keepdim=True).clamp_min(1e-12))

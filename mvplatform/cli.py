@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   mvp plan experiments/quickstart.yaml
   mvp submit experiments/quickstart.yaml
   mvp report experiments/quickstart.yaml   # tables and figures of its latest run
+  mvp status experiments/quickstart.yaml   # progress of its latest run (also while it runs)
   mvp compare RUN_ID_A RUN_ID_B
   mvp ui                      # MLflow UI on http://127.0.0.1:5000
   mvp list languages
@@ -83,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="recompute a step whatever the result store holds: extract (hidden states), control "
                         "(steering studies and evaluations) or all; repeatable. A forced submission starts a new "
                         "MLflow parent run instead of resuming an interrupted one")
+    p = command("status", cmd_status, "progress of a submission, read back from MLflow: items done, failures, "
+                "time per stage")
+    p.add_argument("run", nargs="?", default=None,
+                   help="parent run id or a spec file (its latest submission); default: the latest submission")
     p = command("report", cmd_report, "regenerate a submission's tables and figures from MLflow (no model)")
     p.add_argument("run", help="parent run id (printed by mvp submit) or a spec file (its latest submission)")
     p.add_argument("-o", "--output", type=Path, default=Path("mvp-report"), help="folder to write (default mvp-report)")
@@ -243,6 +248,34 @@ def _client(refs: list[str]):  # noqa: ANN202 - an MlflowClient, imported lazily
 
     spec_uris = [load_spec(ref).tracking.uri for ref in refs if Path(ref).suffix in (".yaml", ".yml")]
     return check_store(resolve_tracking_uri(next((u for u in spec_uris if u), None)))
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from tracking.reports import find_submission, latest_submission, submission_status
+
+    client = _client([args.run] if args.run else [])
+    parent = find_submission(client, args.run) if args.run else latest_submission(client)
+    s = submission_status(client, parent)
+    table = Table(title=f"{s.spec}: submission {s.run_id}", show_header=False)
+    table.add_row("status", s.status)
+    total = "?" if s.items_total is None else str(s.items_total)
+    table.add_row("extraction items", f"{s.items_done}/{total} done, {len(s.failures)} failed")
+    table.add_row("cross-lingual analyses", f"{s.analyses_done} done")
+    if s.stage_seconds:
+        table.add_row("time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in s.stage_seconds.items()))
+    table.add_row("elapsed", f"{s.elapsed:.1f} s" + (" so far" if s.status == "RUNNING" else ""))
+    if s.resumed:
+        table.add_row("resumed", f"{s.resumed} time(s)")
+    if s.model_loads is not None:
+        table.add_row("model loads", f"{s.model_loads:.0f}")
+    table.add_row("MLflow", f"experiment {s.experiment!r} in {client.tracking_uri}")
+    console.print(table)
+    if s.idle is not None and s.idle > 300:
+        console.print(f"[yellow]no progress for {s.idle / 60:.0f} min[/]: if its driver is gone, mvp submit the same "
+                      "spec again to resume it", highlight=False)
+    for label, message in s.failures.items():
+        console.print(f"[red]failed[/] {label}: {message}", highlight=False)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

@@ -10,11 +10,14 @@ with its error) and the rest go on.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import ray
 from rich.console import Console
@@ -34,6 +37,9 @@ from tracking.runs import SubmissionTracker
 from tracking.store import check_store, resolve_tracking_uri
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class SubmissionSummary:
     parent_run_id: str
@@ -47,6 +53,7 @@ class SubmissionSummary:
     seconds: float = 0.0
     resumed: int = 0  # 0: a new parent run; N: the Nth resumption of an interrupted submission
     model_loads: dict[str, list[int]] = field(default_factory=dict)  # model -> loads per worker (0 workers: cached)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # load (within extract), extract, analysis, total
 
     @property
     def ok(self) -> bool:
@@ -125,7 +132,10 @@ def submit(
             tracker.abort()
             raise
         summary.model_loads = {pool.model.short_name: pool.loads for pool in runner.pools}
-        tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values()))})
+        summary.stage_seconds = {"load": sum(pool.load_seconds for pool in runner.pools), **runner.stage_seconds,
+                                 "total": time.perf_counter() - start}
+        tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values())),
+                                          **{f"stage_seconds_{k}": v for k, v in summary.stage_seconds.items()}})
     finally:
         if started_ray:
             ray.shutdown()
@@ -177,6 +187,7 @@ class WorkerPool:
         self.n_layers = 0
         self.device = ""
         self.loads: list[int] = []  # model loads per worker (1 + Ray restarts), known once the pool closes
+        self.load_seconds = 0.0  # until the first worker answered (the others load alongside)
 
     def workers(self, progress: Progress | None = None, bar: TaskID | None = None) -> list | None:
         """The live actors (loading the model on first call), or None when loading failed."""
@@ -194,6 +205,7 @@ class WorkerPool:
             .remote(self.model, str(self.cache_dir) if self.cache_dir else None, self.request.threads)
             for _ in range(self.spec.resources.model_workers)
         ]
+        start = time.perf_counter()
         try:
             facts = ray.get(workers[0].describe.remote())
         except ray.exceptions.RayError as exc:
@@ -202,6 +214,7 @@ class WorkerPool:
                 ray.kill(worker)
             return None
         self.n_layers, self.device = int(facts["n_layers"]), str(facts["device"])
+        self.load_seconds = time.perf_counter() - start
         self._workers = workers
         return workers
 
@@ -215,6 +228,20 @@ class WorkerPool:
         self._workers = None
 
 
+def _timed(stage: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Adds a _Runner method's wall time to ``stage_seconds[stage]`` (logged as ``stage_seconds_{stage}``)."""
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def timed(self: _Runner, *args: Any, **kwargs: Any) -> T:
+            start = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self.stage_seconds[stage] += time.perf_counter() - start
+        return timed
+    return wrap
+
+
 class _Runner:
     """Drives one submission's items through cache, workers, recognition, analyses and tracking."""
 
@@ -225,6 +252,7 @@ class _Runner:
         self.cache_dir, self.tracker, self.summary, self.console = cache_dir, tracker, summary, console
         self.force = force  # steps to recompute whatever is stored (FORCE_STEPS)
         self.pools: list[WorkerPool] = []  # every model's pool, for its load count once closed
+        self.stage_seconds: dict[str, float] = defaultdict(float)  # wall time per stage (see _timed)
         self.cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
 
     def run(self, items: list[ExtractionItem]) -> None:
@@ -249,6 +277,7 @@ class _Runner:
                   "accelerator": "gpu" if self.request.num_gpus > 0 else "cpu"}
         return state_key(fingerprint, self.data.digests[(item.concept, item.language)], params)
 
+    @_timed("extract")
     def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool, progress: Progress,
                        bar: TaskID) -> list[ExtractionResult]:
         self.pools.append(pool)
@@ -311,6 +340,7 @@ class _Runner:
 
     # -- analyses -------------------------------------------------------------------------------
 
+    @_timed("analysis")
     def _analyse_model(self, model: ModelSpec, results: list[ExtractionResult], progress: Progress,
                        bar: TaskID) -> None:
         by_concept: dict[str, list[ExtractionResult]] = defaultdict(list)

@@ -14,6 +14,7 @@ from pathlib import Path
 import ray
 from mlflow.tracking import MlflowClient
 
+from mvplatform.cli import main
 from mvplatform.spec import load_spec
 from ray_jobs.submit import submit
 from tracking.runs import child_key
@@ -91,7 +92,7 @@ def artifacts_by_item(client: MlflowClient, parent_id: str, folder: Path) -> dic
     return out
 
 
-def test_killed_driver_resumes_without_duplicates(tiny_model_dir, mvalue_dir, tmp_path):
+def test_killed_driver_resumes_without_duplicates(tiny_model_dir, mvalue_dir, tmp_path, capsys):
     model = tiny_model_dir("qwen2")
     path, uri = write_spec(tmp_path / "resumed", model, mvalue_dir)
     client = MlflowClient(tracking_uri=uri)
@@ -114,6 +115,11 @@ def test_killed_driver_resumes_without_duplicates(tiny_model_dir, mvalue_dir, tm
     (interrupted,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
                                         "tags.step = 'submission'")
     assert interrupted.info.status == "RUNNING"  # SIGKILL: nobody marked it
+    tags = interrupted.data.tags  # progress tags were updated as items finished
+    assert tags["items_total"] == str(ITEMS) and logged_before - 1 <= int(tags["items_done"]) <= logged_before
+    assert main(["status", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "RUNNING" in out and f"{tags['items_done']}/{ITEMS} done, 0 failed" in out
 
     clean_path, clean_uri = write_spec(tmp_path / "clean", model, mvalue_dir)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -137,6 +143,12 @@ def test_killed_driver_resumes_without_duplicates(tiny_model_dir, mvalue_dir, tm
     assert sum(1 for k in keys if k[0] == "cross-lingual") == 2
     assert all(r.info.status == "FINISHED" for r in children(client, resumed.parent_run_id))
 
+    assert parent.data.tags["items_done"] == parent.data.tags["items_total"] == str(ITEMS)
+    assert parent.data.metrics["stage_seconds_extract"] > 0 and parent.data.metrics["stage_seconds_analysis"] > 0
+    assert main(["status", str(path)]) == 0  # the spec's latest submission: the resumed one
+    out = " ".join(capsys.readouterr().out.split())
+    assert "FINISHED" in out and f"{ITEMS}/{ITEMS} done, 0 failed" in out and "resumed │ 1 time(s)" in out
+    assert "extract" in out and "analysis" in out and "elapsed" in out
     mine = artifacts_by_item(client, resumed.parent_run_id, tmp_path / "a")
     theirs = artifacts_by_item(MlflowClient(tracking_uri=clean_uri), clean.parent_run_id, tmp_path / "b")
     assert len(mine) == 2 * ITEMS and mine == theirs  # bit-identical accuracy curves and vectors
@@ -164,8 +176,6 @@ def test_a_killed_submission_is_resumed_and_a_finished_one_is_not(tiny_model_dir
 
 
 def test_force_extract_recomputes_cached_states(tiny_model_dir, mvalue_dir, tmp_path, capsys):
-    from mvplatform.cli import main
-
     path, uri = write_spec(tmp_path, tiny_model_dir("qwen2"), mvalue_dir)
     path.write_text(path.read_text().replace("[morality, truthfulness]", "[morality]"))
     client = MlflowClient(tracking_uri=uri)
@@ -188,3 +198,31 @@ def test_force_all_names_every_step():
 
     assert normalise_force({"all"}) == frozenset(FORCE_STEPS) == frozenset({"extract", "control"})
     assert normalise_force(["extract"]) == frozenset({"extract"})
+
+
+def test_status_reads_progress_failures_and_stage_times_back(tmp_path, monkeypatch, capsys):
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("s")
+    stale = int(time.time() * 1000) - 20 * 60 * 1000  # a driver that stopped reporting 20 minutes ago
+    parent = client.create_run(experiment, tags={"step": "submission", "spec": "s", "items_total": "3",
+                                                 "items_done": "1", "items_failed": "1",
+                                                 "progress_time": str(stale)}).info.run_id
+    client.log_batch(parent, metrics=[Metric("stage_seconds_extract", 12.5, stale, 0),
+                                      Metric("stage_seconds_load", 3.25, stale, 0)])
+    failed = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "step": "extract", "model": "m",
+                                                 "concept": "morality", "language": "sw",
+                                                 "error": "RayActorError: the worker died"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+
+    assert main(["status"]) == 0  # no argument: the latest submission in the store
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"submission {parent}" in out and "1/3 done, 1 failed" in out
+    assert "RUNNING" in out
+    assert "no progress for 20 min: if its driver is gone, mvp submit the same spec again to resume it" in out
+    assert "extract 12.5 s, load 3.2 s" in out or "load 3.2 s, extract 12.5 s" in out
+    assert "failed m / morality / sw: RayActorError: the worker died" in out
+    assert main(["status", "0123456789abcdef"]) == 2  # an unknown run id: a clear error, exit 2

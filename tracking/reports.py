@@ -2,14 +2,17 @@
 
 ``mvp report RUN`` downloads a submission's vectors and test-split states, recomputes the
 cross-lingual analyses and writes the same tables and figures a submission writes; ``mvp compare``
-lines up the key metrics of several submissions.
+lines up the key metrics of several submissions; ``mvp status`` reads a submission's progress back
+(items done / total, failures, time per stage), also while it runs.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,58 @@ def compare(client: MlflowClient, refs: list[str]) -> tuple[list[str], dict[str,
     names = sorted(set().union(*metrics), key=lambda n: (n != "mean_best_accuracy", n))
     labels = [f"{p.data.tags.get('spec', '?')} {p.info.run_id[:8]}" for p in parents]
     return labels, {name: [m.get(name) for m in metrics] for name in names}
+
+
+def latest_submission(client: MlflowClient) -> Run:
+    """The most recently started submission in the store, whatever its experiment."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, "tags.step = 'submission'", order_by=["attributes.start_time DESC"],
+                              max_results=1) if experiments else []
+    if not runs:
+        raise TrackingError(f"no submission in the MLflow store {client.tracking_uri}; run mvp submit SPEC")
+    return runs[0]
+
+
+@dataclass(frozen=True)
+class SubmissionStatus:
+    """What ``mvp status`` prints: read back from the parent run's tags and metrics and its child runs."""
+
+    run_id: str
+    spec: str
+    experiment: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
+    items_done: int
+    items_total: int | None
+    failures: dict[str, str]  # item label -> error
+    analyses_done: int
+    stage_seconds: dict[str, float]
+    elapsed: float  # seconds from start to end (or to now while running)
+    idle: float | None  # seconds since the last progress update, while RUNNING
+    resumed: int
+    model_loads: float | None
+
+
+def submission_status(client: MlflowClient, parent: Run, now_ms: int | None = None) -> SubmissionStatus:
+    info, tags, metrics = parent.info, parent.data.tags, parent.data.metrics
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    runs = client.search_runs([info.experiment_id], f"tags.mlflow.parentRunId = '{info.run_id}'", max_results=5000)
+    extract = [r for r in runs if r.data.tags.get("step") == "extract"]
+    failures = {f"{r.data.tags.get('model')} / {r.data.tags.get('concept')} / {r.data.tags.get('language')}":
+                r.data.tags.get("error", "") for r in extract if r.info.status == "FAILED"}
+    if "items_done" in tags:
+        done = int(tags["items_done"])
+    elif "items_done" in metrics:
+        done = int(metrics["items_done"])
+    else:
+        done = sum(r.info.status == "FINISHED" for r in extract)
+    total = int(tags["items_total"]) if "items_total" in tags else None
+    end = info.end_time if info.status != "RUNNING" and info.end_time else now_ms
+    idle = None
+    if info.status == "RUNNING" and "progress_time" in tags:
+        idle = max(0.0, (now_ms - int(tags["progress_time"])) / 1000)
+    analyses = sum(r.data.tags.get("step") == "cross-lingual" and r.info.status == "FINISHED" for r in runs)
+    stages = {k.removeprefix("stage_seconds_"): v for k, v in metrics.items() if k.startswith("stage_seconds_")}
+    experiment = client.get_experiment(info.experiment_id).name
+    return SubmissionStatus(info.run_id, tags.get("spec", "?"), experiment, info.status, done, total, failures,
+                            analyses, stages, max(0.0, (end - info.start_time) / 1000), idle,
+                            int(tags.get("resumed", "0")), metrics.get("model_loads"))

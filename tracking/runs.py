@@ -67,6 +67,8 @@ class SubmissionTracker:
         self.results: list[ExtractionResult] = []
         self.analyses: list[ConceptAnalysis] = []
         self.resumed = 0  # how often the parent run has been resumed (0: a new submission)
+        self.items_total = 0
+        self.items_failed = 0
         self.finished: dict[ChildKey, str] = {}  # children already FINISHED under a resumed parent
 
     def _experiment_id(self, name: str) -> str:
@@ -87,6 +89,7 @@ class SubmissionTracker:
         and not logged again; its unfinished ones (a child cut off mid-logging, a failed item) are
         deleted, as the items they stood for run again.
         """
+        self.items_total = n_items
         previous = self._interrupted() if resume else None
         if previous is not None:
             return self._resume(previous)
@@ -102,6 +105,7 @@ class SubmissionTracker:
             self.client.log_artifact(self.parent_id, str(folder / "spec.resolved.json"))
         if self.spec_path is not None:
             self.client.log_artifact(self.parent_id, str(self.spec_path), artifact_path="spec")
+        self.progress()
         return self.parent_id
 
     def _interrupted(self) -> Run | None:
@@ -120,7 +124,15 @@ class SubmissionTracker:
                 self.client.delete_run(child.info.run_id)
         self.client.update_run(self.parent_id, status="RUNNING")
         self.client.set_tag(self.parent_id, "resumed", str(self.resumed))
+        self.progress()
         return self.parent_id
+
+    def progress(self) -> None:
+        """Progress tags on the parent, rewritten as items finish: what ``mvp status`` reads back."""
+        assert self.parent_id is not None
+        tags = {"items_total": self.items_total, "items_done": len(self.results), "items_failed": self.items_failed,
+                "progress_time": _now()}
+        self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def children(self) -> list[Run]:
         """Every child run of the parent (all pages)."""
@@ -167,6 +179,7 @@ class SubmissionTracker:
         done = self.existing("extract", result.model, result.concept, result.language)
         if done is not None:  # logged before the interruption: the summary still needs the result
             self.results.append(result)
+            self.progress()
             return done
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": result.model, "concept": result.concept,
                 "language": result.language, "step": "extract", "spec": self.spec.name,
@@ -204,6 +217,7 @@ class SubmissionTracker:
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
         self.results.append(result)
+        self.progress()
         return run_id
 
     def log_analysis(self, analysis: ConceptAnalysis) -> str:
@@ -259,6 +273,8 @@ class SubmissionTracker:
                                      tags={MLFLOW_PARENT_RUN_ID: self.parent_id, **tags, "step": "extract",
                                            "spec": self.spec.name, "error": error[:5000]})
         self.client.set_terminated(run.info.run_id, "FAILED")
+        self.items_failed += 1
+        self.progress()
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -86,10 +86,12 @@ def strength_values(bounds: tuple[float, float], step: float) -> list[float]:
 def _suggest(trial: optuna.trial.BaseTrial, space: dict[str, list]) -> Setting:
     start = trial.suggest_int("start", space["start"][0], space["start"][-1])
     width = trial.suggest_int("width", space["width"][0], space["width"][-1])
+    # The strength is searched as an integer number of steps: Optuna's float ``step`` checks
+    # divisibility in binary floating point (0.05 steps over [-0.6, 0.6] would lose an endpoint).
     strengths = space["strength"]
-    step = strengths[1] - strengths[0] if len(strengths) > 1 else None
-    strength = trial.suggest_float("strength", strengths[0], strengths[-1], step=step) if step else strengths[0]
-    return Setting(start, width, round(float(strength), 10))
+    index = trial.suggest_int("strength_index", 0, len(strengths) - 1)
+    trial.set_user_attr("strength", strengths[index])
+    return Setting(start, width, strengths[index])
 
 
 @dataclass
@@ -147,10 +149,10 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked before a crash, never told
     if search.sampler == "grid" and not study.get_trials(deepcopy=False):
-        points = list(itertools.product(space["start"], space["width"], space["strength"]))
+        points = list(itertools.product(space["start"], space["width"], range(len(space["strength"]))))
         random.Random(search.seed).shuffle(points)
-        for start, width, strength in points[: search.trials]:
-            study.enqueue_trial({"start": start, "width": width, "strength": strength})
+        for start, width, index in points[: search.trials]:
+            study.enqueue_trial({"start": start, "width": width, "strength_index": index})
 
     # Unsteered rates: the guard's reference and the search's starting point (stored for resumes).
     if "baseline_following" not in study.user_attrs:
@@ -249,7 +251,8 @@ def _evaluate_batch(controller: Controller, language: str, vectors: ConceptVecto
 
 def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     params = trial.params
-    setting = Setting(int(params["start"]), int(params["width"]), round(float(params.get("strength", 0.0)), 10))
+    strength = trial.user_attrs.get("strength", 0.0)
+    setting = Setting(int(params["start"]), int(params["width"]), round(float(strength), 10))
     return TrialRecord(trial.number, setting, trial.user_attrs.get("following_rate"),
                        trial.user_attrs.get("harmless_rate"), trial.state.name,
                        all(v <= 0 for v in trial.constraints.values()), float(trial.user_attrs.get("seconds", 0.0)))

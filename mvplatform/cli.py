@@ -263,7 +263,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     table.add_row("cross-lingual analyses", f"{s.analyses_done} done")
     if s.stage_seconds:
         table.add_row("time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in s.stage_seconds.items()))
-    table.add_row("elapsed", f"{s.elapsed:.1f} s" + (" so far" if s.status == "RUNNING" else ""))
+    table.add_row("MLflow run open", f"{s.elapsed:.1f} s" + (" so far" if s.status == "RUNNING" else ""))
     if s.resumed:
         table.add_row("resumed", f"{s.resumed} time(s)")
     if s.model_loads is not None:

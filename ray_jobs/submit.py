@@ -11,6 +11,7 @@ with its error) and the rest go on.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections import defaultdict
@@ -165,7 +166,11 @@ def worker_env() -> dict[str, str]:
     for name, value in os.environ.items():
         if name.startswith("MVP_") or name in ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
             env[name] = value
-    return env
+    # Under `ray job submit` the job's runtime_env already reaches every worker, and Ray refuses a
+    # ray.init runtime_env that sets one of its variables again.
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = ((job.get("runtime_env") or {}).get("env_vars") or {}).keys()
+    return {name: value for name, value in env.items() if name not in taken}
 
 
 @ray.remote

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,30 @@ def test_unreachable_mlflow_is_refused_before_ray_starts(tiny_model_dir, mvalue_
         submit(load_spec(path), path)
     assert time.monotonic() - start < 10
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+
+
+def test_worker_env_forwards_mvp_variables_but_not_those_a_ray_job_already_sets(monkeypatch):
+    import json
+
+    from ray_jobs.submit import worker_env
+
+    monkeypatch.setenv("MVP_CACHE_DIR", "/shared/mvp-cache")
+    monkeypatch.setenv("MVP_FAULT_KILL_ONCE", "/tmp/x")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    env = worker_env()
+    assert env["MVP_CACHE_DIR"] == "/shared/mvp-cache" and env["MVP_FAULT_KILL_ONCE"] == "/tmp/x"
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    job = {"runtime_env": {"working_dir": ".", "env_vars": {"MVP_CACHE_DIR": "/shared/mvp-cache"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))  # what `ray job submit` gives its driver
+    env = worker_env()
+    assert "MVP_CACHE_DIR" not in env and env["MVP_FAULT_KILL_ONCE"] == "/tmp/x"
+
+
+def test_example_cluster_config_passes_rays_schema():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((Path(__file__).parents[1] / "ray_jobs" / "cluster.yaml").read_text()))
+    validate_config(config)  # raises on a schema error; starts and contacts nothing
+    assert set(config["available_node_types"]) == {"head", "gpu_worker"}
+    assert any("pip install -e ." in command for command in config["setup_commands"])

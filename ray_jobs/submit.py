@@ -26,14 +26,19 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
-from mvplatform.data import PairSplit, load_split, pair_file, resolve_dataset
+from mvplatform.control import MODE_LABELS, LanguageEvaluation
+from mvplatform.data import (InstructionSplit, PairSplit, load_instructions, load_split, pair_file,
+                             resolve_dataset, sandbox_root_for)
 from mvplatform.errors import SpecError
 from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
 from mvplatform.models import PACKAGED, converted_dir, model_depth, model_fingerprint
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
+from mvplatform.search import StudyResult
 from mvplatform.statestore import StateStore, file_digest, state_key
+from ray_jobs.control import control_steps, run_control
 from ray_jobs.resources import WorkerRequest, worker_request
 from ray_jobs.worker import RemoteModelWorker
+from tracking.control_runs import ControlTracker
 from tracking.runs import SubmissionTracker
 from tracking.store import check_store, resolve_tracking_uri
 
@@ -55,6 +60,8 @@ class SubmissionSummary:
     resumed: int = 0  # 0: a new parent run; N: the Nth resumption of an interrupted submission
     model_loads: dict[str, list[int]] = field(default_factory=dict)  # model -> loads per worker (0 workers: cached)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # load (within extract), extract, analysis, total
+    control: dict[str, str] = field(default_factory=dict)  # model -> Table 2 (markdown)
+    control_reused: list[str] = field(default_factory=list)  # mode evaluations read from the result store
 
     @property
     def ok(self) -> bool:
@@ -65,18 +72,42 @@ class SubmissionSummary:
 class PreparedData:
     splits: dict[tuple[str, str], PairSplit]
     digests: dict[tuple[str, str], str]  # sha256 of each data file: part of the state cache key
+    instructions: dict[str, InstructionSplit] = field(default_factory=dict)  # control languages
 
 
 def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
-    """Every concept x language split, read up front: a missing file stops the run before any work."""
-    root = resolve_dataset(spec.data.dataset, base_dir)
+    """Every split and control instruction set, read up front: a bad file stops the run before any work."""
+    sandbox = sandbox_root_for(spec.data.sandbox, spec.data.data_root, base_dir)
+    root = resolve_dataset(spec.data.dataset, base_dir, sandbox)
     splits, digests = {}, {}
     for concept in spec.data.concepts:
         for language in spec.data.languages:
             splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
-                                                     spec.data.seed, spec.data.max_pairs, base_dir)
+                                                     spec.data.seed, spec.data.max_pairs, base_dir, sandbox)
             digests[(concept, language)] = file_digest(pair_file(root, concept, language))
-    return PreparedData(splits, digests)
+    instructions = {}
+    if spec.control is not None:
+        for language in spec.control_languages:
+            instructions[language] = load_instructions(language, spec.control.search_fraction, spec.data.seed,
+                                                       spec.control.instructions, base_dir, sandbox)
+    return PreparedData(splits, digests, instructions)
+
+
+def check_control(spec: Spec, n_layers: int, model: ModelSpec) -> None:
+    """Control settings that need the model's depth: refused before any work, like extract.layers."""
+    control = spec.control
+    if control is None:
+        return
+    first = control.search.layers.start[0]
+    if first > n_layers:
+        raise SpecError(f"control.search.layers.start: windows start at layer {first} or later, but "
+                        f"{model.name} has {n_layers} decoder layers; use a start range within 1..{n_layers}")
+    if spec.extract.layers != "all":
+        reach = range(first, min(n_layers, control.search.layers.start[1] + control.search.layers.width[1] - 1) + 1)
+        missing = [layer for layer in reach if layer not in spec.extract.layers]
+        if missing:
+            raise SpecError(f"control.search.layers: windows can reach layers {missing} that extract.layers "
+                            "does not extract; set extract.layers: all or narrow the window ranges")
 
 
 def submit(
@@ -103,7 +134,9 @@ def submit(
     items = expand(spec)
     data = prepare_data(spec, spec_path.parent if spec_path else None)
     for model in spec.models:  # config only: bad names and layers fail before any run exists
-        layer_numbers(spec.extract, model_depth(model, cache_dir))
+        depth = model_depth(model, cache_dir)
+        layer_numbers(spec.extract, depth)
+        check_control(spec, depth, model)
     store = StateStore(Path(spec.results.dir))
     store.check_writable()
     uri = resolve_tracking_uri(spec.tracking.uri)
@@ -265,11 +298,14 @@ class _Runner:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
         with Progress(*columns, console=self.console) as progress:
-            bar = progress.add_task("items", total=len(items) + n_analyses)
+            n_control = control_steps(self.spec) * len(self.spec.models)
+            bar = progress.add_task("items", total=len(items) + n_analyses + n_control)
             for model in self.spec.models:
                 with WorkerPool(model, self.spec, self.request, self.cache_dir) as pool:
                     results = self._extract_model(model, [i for i in items if i.model == model], pool, progress,
                                                   bar)
+                    if self.spec.control is not None:
+                        self._control_model(model, pool, results, progress, bar)
                 # After the pool is gone: its actors hold the CPUs the analysis tasks need.
                 if self.cross:
                     self._analyse_model(model, results, progress, bar)
@@ -342,6 +378,46 @@ class _Runner:
         self.summary.failures[item.label] = message
         self.tracker.log_failure(item.label, {"model": item.model.short_name, "concept": item.concept,
                                               "language": item.language}, message)
+
+    # -- control --------------------------------------------------------------------------------
+
+    def _control_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult],
+                       progress: Progress, bar: TaskID) -> None:
+        """Steering search and No/LS/En-Control on the same workers (model already loaded)."""
+        control = self.spec.control
+        assert control is not None
+        workers = pool.workers(progress, bar)
+        if workers is None:
+            self.summary.failures[f"{model.short_name} / control"] = root_cause(pool.error or RuntimeError("load"))
+            progress.advance(bar, control_steps(self.spec))
+            return
+        check_control(self.spec, pool.n_layers, model)
+        logger = ControlTracker(self.tracker, model.short_name, control, pool.n_layers)
+        store_root = Path(self.spec.results.dir)
+
+        def on_study(study: StudyResult) -> None:
+            path = store_root / "studies" / f"{study.study_name}.journal"
+            logger.log_study(study, str(path))
+            best = study.best.setting.describe(pool.n_layers) if study.best else "no setting met the guard"
+            rate = f", following {100 * study.best.following_rate:.1f}%" if study.best else ""
+            progress.console.print(
+                f"  {model.short_name} / {control.concept} / {study.language}: search {len(study.trials)} trials "
+                f"({study.resumed_trials} stored), best {best}{rate} (unsteered {100 * study.baseline_following:.1f}%, "
+                f"{study.seconds:.0f} s)", highlight=False)
+
+        def on_language(evaluation: LanguageEvaluation) -> None:
+            logger.log_language(evaluation)
+            rates = ", ".join(f"{MODE_LABELS[m]} {100 * r.rate:.1f}%" for m, (_, r) in evaluation.modes.items())
+            progress.console.print(f"  {model.short_name} / {control.concept} / {evaluation.language}: {rates} "
+                                   f"({evaluation.seconds:.0f} s)", highlight=False)
+
+        outcome = run_control(self.spec, model, workers, pool.n_layers, results, self.data.instructions, store_root,
+                              "control" in self.force, progress, bar, on_study, on_language)
+        self.summary.failures.update(outcome.failures)
+        self.summary.control_reused += [f"{model.short_name} / {lang}" for lang in outcome.reused]
+        if outcome.evaluations:
+            table = logger.log_summary(outcome.evaluations, outcome.studies)
+            self.summary.control[model.short_name] = str(table["markdown"])
 
     # -- analyses -------------------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ import torch
 from mvplatform.data import PairSplit
 from mvplatform.extraction import PairStates, compute_states
 from mvplatform.models import LoadedModel, load_model
-from mvplatform.spec import ExtractSpec, ModelSpec
+from mvplatform.control import Controller, LanguageEvaluation
+from mvplatform.search import StudyResult
+from mvplatform.spec import ControlSpec, ExtractSpec, ModelSpec
+from ray_jobs.control import EvaluationJob, StudyJob, make_controller, run_evaluation_job, run_study_job
 
 
 class ModelWorker:
@@ -30,6 +33,7 @@ class ModelWorker:
 
     def __init__(self, model: ModelSpec, cache_dir: str | None, num_threads: int) -> None:
         torch.set_num_threads(max(1, num_threads))
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.loaded: LoadedModel = load_model(model, Path(cache_dir) if cache_dir else None)
 
     def describe(self) -> dict[str, object]:
@@ -40,6 +44,20 @@ class ModelWorker:
     def states(self, split: PairSplit, extract: ExtractSpec) -> PairStates:
         _fault_hooks()
         return compute_states(self.loaded, split, extract)
+
+    # -- control (PAPER.md section 5): the steering search and the modes run where the model is --
+
+    def control_study(self, job: StudyJob) -> StudyResult:
+        return run_study_job(self._controller(job.control), job)
+
+    def control_evaluate(self, job: EvaluationJob) -> LanguageEvaluation:
+        return run_evaluation_job(self._controller(job.control), job)
+
+    def _controller(self, control: ControlSpec) -> Controller:
+        """One controller (and judge, possibly a second model) per control spec, kept between calls."""
+        if getattr(self, "_control", None) is None or self._control[0] != control:
+            self._control = (control, make_controller(self.loaded, control, self.cache_dir))
+        return self._control[1]
 
 
 def _fault_hooks() -> None:

@@ -35,6 +35,8 @@ class Setting:
         return list(range(self.start, min(self.start + self.width - 1, n_layers) + 1))
 
     def describe(self, n_layers: int) -> str:
+        if self.strength == 0:
+            return "unsteered (strength 0)"
         layers = self.layers(n_layers)
         span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
         return f"layers {span}, strength {self.strength:+g}"

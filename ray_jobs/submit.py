@@ -381,6 +381,7 @@ class _Runner:
 
     # -- control --------------------------------------------------------------------------------
 
+    @_timed("control")
     def _control_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult],
                        progress: Progress, bar: TaskID) -> None:
         """Steering search and No/LS/En-Control on the same workers (model already loaded)."""

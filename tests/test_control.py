@@ -28,6 +28,7 @@ def test_setting_window_is_cut_at_the_last_layer():
     assert Setting(3, 4, 1.0).layers(10) == [3, 4, 5, 6]
     assert Setting(9, 4, 1.0).layers(10) == [9, 10]
     assert Setting(2, 1, -0.5).describe(10) == "layers 2, strength -0.5"
+    assert Setting(2, 3, 0.0).describe(10) == "unsteered (strength 0)"
 
 
 def test_steering_vector_scales():

@@ -271,8 +271,13 @@ def load_model(spec: ModelSpec, cache_dir: Path | None = None) -> LoadedModel:
     kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
-        model.to(device).eval()
+        if spec.device_map is not None:  # layers placed across the worker's GPUs by accelerate
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, device_map=spec.device_map, **kwargs)
+            device = model.get_input_embeddings().weight.device  # inputs go where the embeddings are
+            model.eval()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+            model.to(device).eval()
     except OSError as exc:
         raise ModelError(f"cannot load model {spec.name!r} ({exc}). Without network, hub ids cannot be "
                          "downloaded: use a packaged alias or a local directory") from None
@@ -338,8 +343,8 @@ def out_of_memory_message(spec: ModelSpec, location: str, dtype: torch.dtype, de
              "fewer model copies per machine (resources.model_workers, or a whole GPU per worker: "
              "resources.gpus_per_worker: 1)" if device.type == "cuda" else
              "fewer model copies per machine (resources.model_workers) or a machine with more RAM",
-             "a model larger than one GPU needs several GPUs per worker with transformers' device_map=\"auto\" "
-             "(not a spec option yet)" if device.type == "cuda" else "a GPU (model.device: auto on a GPU node)"]
+             "a model larger than one GPU: model.device_map: auto with resources.gpus_per_worker: N (its layers "
+             "spread over N GPUs)" if device.type == "cuda" else "a GPU (model.device: auto on a GPU node)"]
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return (f"out of memory loading model {spec.name!r} on {device} ({first}): needs {need}; {have}. "
             f"Fix: {'; '.join(f for f in fixes if f)}")

@@ -54,6 +54,9 @@ class ModelSpec(StrictModel):
         "chat, plain, or a template containing {input}, e.g. '[INST] {input} [/INST] '.",
     )
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model (explicit opt-in).")
+    device_map: Literal["auto"] | None = Field(
+        None, description="auto: spread a model larger than one GPU over all GPUs its worker holds "
+        "(accelerate's device_map; give the worker that many GPUs with resources.gpus_per_worker).")
 
     @model_validator(mode="before")
     @classmethod

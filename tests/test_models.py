@@ -77,3 +77,22 @@ def test_cuda_device_without_a_gpu_is_refused(tiny_model_dir):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ModelError, match="sees no CUDA GPU"):
         load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cuda"))
+
+
+def test_device_map_auto_loads_and_steers_across_placed_layers(tiny_model_dir):
+    """device_map: auto goes through accelerate's placement (all on CPU here; GPUs on a cluster)."""
+    import numpy as np
+
+    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.models import load_model
+    from mvplatform.spec import ModelSpec
+    from mvplatform.steering import Steering
+
+    spec = ModelSpec(name=str(tiny_model_dir("llama")), device="cpu", device_map="auto", prompt="chat")
+    loaded = load_model(spec)
+    assert loaded.device.type == "cpu"  # the embeddings' device (one device here: no GPUs)
+    plain = load_model(ModelSpec(name=spec.name, device="cpu", prompt="chat"))
+    settings = GenerationSettings(max_new_tokens=4)
+    steering = Steering({2: np.ones(32, np.float32)})
+    mapped = generate(loaded, ["I helped my neighbour."], settings, steering, np.array([[2.0]])).texts
+    assert mapped == generate(plain, ["I helped my neighbour."], settings, steering, np.array([[2.0]])).texts

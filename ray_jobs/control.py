@@ -161,6 +161,9 @@ def run_control(spec: Spec, model: ModelSpec, workers: list, n_layers: int, resu
                 f"no {control.concept} vectors for {language} (its extraction failed)")
     studies: dict[str, StudyResult] = {}
     to_search = [lang for lang in search_languages(control, languages) if lang in vectors]
+    skipped = len(search_languages(control, languages)) - len(to_search) + len(failures)
+    if skipped:  # keep the bar's count honest for languages that cannot be controlled
+        progress.advance(bar, skipped)
     progress.update(bar, description=f"control search ({model.short_name}: {len(to_search)} studies)")
     pending = {}
     for i, language in enumerate(to_search):

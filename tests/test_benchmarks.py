@@ -1,0 +1,62 @@
+"""Every benchmark runs end to end on tiny random models (--quick) and writes its JSON with its ratios.
+
+The packaged-model paths (the default sizes) are not run here; `benchmarks/run_all.sh` runs them.
+The benchmarks that start Ray submissions or fresh processes per load take longer and are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> ratio keys its JSON must hold
+FAST = {
+    "extraction": ["time_mvp_over_full_forward", "memory_mvp_over_full_forward", "time_unsorted_over_sorted_batches"],
+    "steering": ["throughput_steered_window_over_unsteered"],
+    "trial_batching": ["trials_per_min_batched_over_one_per_generation", "objective_values_identical"],
+    "search_efficiency": ["tpe_evaluations_over_grid", "random_evaluations_over_grid"],
+}
+SLOW = {
+    "cold_load": ["load_time_safetensors_over_gguf"],
+    "resubmit": ["resubmit_over_first_submit_time", "analysis_change_forward_passes"],
+    "scaling": ["time_2_workers_over_1_worker", "total_time_linear_fit_r2"],
+}
+CASES = [pytest.param(name, keys, id=name) for name, keys in FAST.items()] + [
+    pytest.param(name, keys, id=name, marks=pytest.mark.slow) for name, keys in SLOW.items()]
+
+
+def run_quick(name: str, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # One torch thread: on a shared, busy machine two threads make tiny models crawl (benchmarks/README.md).
+    command = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--threads", "1", "--out", str(out)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(("name", "keys"), CASES)
+def test_benchmark_runs_quick_and_writes_its_ratios(name, keys, tmp_path):
+    out = tmp_path / f"{name}.json"
+    proc = run_quick(name, out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert document["benchmark"] == name and document["quick"] is True
+    machine = document["machine"]
+    assert {"date", "git_commit", "cores", "torch", "gpu"} <= set(machine)
+    for key in keys:
+        entry = document["ratios"][key]
+        assert isinstance(entry["value"], float) and "goal" in entry
+    assert document["raw"]
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
+    ratio_lines = [line for line in lines if line.startswith("RATIO ")]
+    assert ratio_lines and lines[-len(ratio_lines):] == ratio_lines  # the ratios are printed last
+    if name == "resubmit":  # the cached paths must run no model at all
+        assert document["ratios"]["analysis_change_forward_passes"]["value"] == 0.0
+        assert document["ratios"]["resubmit_forward_passes"]["value"] == 0.0
+    if name == "trial_batching":
+        assert document["ratios"]["objective_values_identical"]["met"] is True

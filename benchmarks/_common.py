@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,7 +72,7 @@ def machine() -> dict[str, Any]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True).stdout.strip())
+                                    capture_output=True, text=True, check=False).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -83,7 +83,7 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         transformers_version = "none"
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": commit,
         "git_dirty": dirty,  # tracked files differed from the commit (other work in the tree)
         "cores": os.cpu_count(),
@@ -183,7 +183,7 @@ class PeakRSS:
         self.before = 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         import psutil
 
         self._process = psutil.Process()
@@ -379,7 +379,7 @@ def submit_in_subprocess(spec_path: Path, env: dict[str, str] | None = None, tim
     code = ("import sys; from benchmarks._common import _submit_child; _submit_child(sys.argv[1])")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(spec_path)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
     process_seconds = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:

@@ -14,9 +14,12 @@ against a lookup-backed controller that replays that table, for several seeds; s
 search as a second reference. The utility guard is off (the objective alone decides).
 
 Reported: evaluations TPE needs until its best is within 1 point (0.01 following rate) of the
-grid's best, counted per batch of 8 (a batch is generated together, so all its trials are paid),
-median over seeds, as a share of the grid's size (the grid must evaluate everything to know its
-best). Goal: <= 25% of the grid.
+grid's best, counted per batch of 8 (a batch is generated together, so all its trials are paid;
+zero-strength settings reuse the unsteered baseline and cost nothing, as in run_study), median over
+seeds, as a share of the grid's steered settings (the grid must evaluate every one to know its
+best). Goal: <= 25% of the grid. The objective's direction is the spec's choice: maximize (the
+paper: steer into following) is the goal figure; minimize (strengthen refusal) is replayed from the
+same table as a second landscape.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ NAME = "search_efficiency"
 TOLERANCE = 0.01  # 1 point of following rate
 
 
+def rate(labels: list[str]) -> float:
+    return sum(label == "followed" for label in labels) / len(labels)
+
+
 class Reached(Exception):
     """Raised from run_study's batch callback once the target is reached (stops the replay early)."""
 
@@ -44,16 +51,18 @@ class Reached(Exception):
 class LookupController:
     """Replays the cached grid table through run_study: a setting's verdicts come from the table."""
 
-    def __init__(self, table: dict[tuple, list[str]], baseline: list[str], n_layers: int) -> None:
+    def __init__(self, table: dict[tuple, list[str]], baseline: list[str], n_layers: int, sign: float) -> None:
         from mvplatform.control import ControllerStats
 
-        self.table, self.baseline = table, baseline
+        self.table, self.baseline, self.sign = table, baseline, sign
         self.loaded = type("Loaded", (), {"n_layers": n_layers})()
         self.stats = ControllerStats()
-        self.order: list[tuple] = []  # settings in the order they were evaluated (fresh only)
-        self.best = -1.0
+        self.order: list[tuple] = []  # steered settings in the order they were evaluated (fresh only)
+        # The unsteered rate is known before the search starts (run_study evaluates it first, and
+        # every zero-strength trial reuses it), so it counts as found from the start.
+        self.best = sign * rate(baseline)
 
-    def evaluate(self, language, instructions, settings, vectors):  # noqa: ANN001 - Controller's signature
+    def evaluate(self, language, instructions, settings, vectors):  # Controller.evaluate's signature
         from mvplatform.control import Evaluation
         from mvplatform.judges import Verdict
 
@@ -69,7 +78,7 @@ class LookupController:
             self.stats.rows += len(verdicts)
             evaluation = Evaluation(setting, list(instructions), [""] * len(verdicts), verdicts)
             if setting is not None:
-                self.best = max(self.best, evaluation.rate)
+                self.best = max(self.best, self.sign * evaluation.rate)
             out.append(evaluation)
         return out
 
@@ -82,17 +91,19 @@ def config_for(args) -> dict[str, Any]:
             "start": [4, 20], "width": [1, 4], "strength": [-1.0, 1.0], "strength_step": 0.5, "batch": 8}
 
 
-def search_spec(cfg: dict[str, Any], sampler: str, seed: int, trials: int):
+def search_spec(cfg: dict[str, Any], sampler: str, seed: int, trials: int, direction: str = "maximize"):
     from mvplatform.spec import SearchSpec
 
     return SearchSpec.model_validate({
         "sampler": sampler, "trials": trials, "trials_per_batch": cfg["batch"], "seed": seed, "guard": None,
+        "objective": {"direction": direction},
         "layers": {"start": cfg["start"], "width": cfg["width"]}, "strength": cfg["strength"],
         "strength_step": cfg["strength_step"]})
 
 
 def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Every grid point on the model, 8 settings per trial-batched generation."""
+    from benchmarks.trial_batching import harmfulness_vectors
     from mvplatform.control import Controller, Setting, SteeringStyle
     from mvplatform.data import load_instructions, load_lexicon
     from mvplatform.generation import GenerationSettings
@@ -100,8 +111,6 @@ def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     from mvplatform.models import load_model
     from mvplatform.search import search_space
     from mvplatform.spec import ModelSpec
-
-    from benchmarks.trial_batching import harmfulness_vectors
 
     quick = cfg["model"] == "tiny"
     name = str(c.tiny_model_dir(folder / "tiny")) if quick else cfg["model"]
@@ -132,41 +141,44 @@ def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
             "new_tokens": controller.stats.new_tokens, "date": c.machine()["date"]}
 
 
-def replay(grid: dict[str, Any], sampler: str, seed: int, target: float) -> dict[str, Any]:
-    """One search against the table; evaluations until the best is within TOLERANCE of the grid's best."""
+def replay(grid: dict[str, Any], sampler: str, seed: int, direction: str) -> dict[str, Any]:
+    """One search against the table: steered evaluations until its best is within TOLERANCE of the grid's.
+
+    ``evaluations`` counts every steered setting of the batches run so far (a batch of 8 trials is
+    generated together, so all of it is paid; zero-strength and repeated settings cost nothing, as in
+    run_study); ``evaluations_exact`` is the position of the first good setting in evaluation order.
+    """
     from mvplatform.search import run_study
 
     cfg = grid["config"]
     table = {tuple(float(v) if i == 2 else int(v) for i, v in enumerate(k.split(","))): labels
              for k, labels in grid["table"].items()}
-    size = len(table)
-    controller = LookupController(table, grid["baseline"], grid["n_layers"])
+    sign = 1.0 if direction == "maximize" else -1.0
+    target = max(sign * rate(labels) for labels in table.values()) - TOLERANCE - 1e-12
+    controller = LookupController(table, grid["baseline"], grid["n_layers"], sign)
     harmful = [f"instruction {i}" for i in range(len(grid["baseline"]))]
-    reached_at: int | None = None
+    reached_at: int | None = 0 if controller.best >= target else None
 
     def on_batch(done: int, total: int) -> None:
         nonlocal reached_at
-        if controller.best >= target - 1e-12:
+        if controller.best >= target:
             reached_at = len(controller.order)
             raise Reached
 
     start = time.perf_counter()
-    try:
-        run_study(controller, cfg["language"], None, harmful, [], search_spec(cfg, sampler, seed, 3 * size),
-                  study_name=f"{sampler}-{seed}", on_batch=on_batch)
-    except Reached:
-        pass
-    exact = None
-    if reached_at is not None:
-        running = -1.0
-        for i, key in enumerate(controller.order):
-            labels = table[key]
-            running = max(running, sum(v == "followed" for v in labels) / len(labels))
-            if running >= target - 1e-12:
-                exact = i + 1
-                break
-    return {"sampler": sampler, "seed": seed, "evaluations": reached_at, "evaluations_exact": exact,
-            "distinct_settings": len(set(controller.order)), "seconds": time.perf_counter() - start}
+    if reached_at is None:
+        try:
+            run_study(controller, cfg["language"], None, harmful, [],
+                      search_spec(cfg, sampler, seed, 3 * len(table), direction), study_name=f"{sampler}-{seed}",
+                      on_batch=on_batch)
+        except Reached:
+            pass
+    exact = 0 if reached_at == 0 else None
+    if reached_at:
+        exact = next(i + 1 for i, key in enumerate(controller.order) if sign * rate(table[key]) >= target)
+    return {"sampler": sampler, "seed": seed, "direction": direction, "evaluations": reached_at,
+            "evaluations_exact": exact, "distinct_settings": len(set(controller.order)),
+            "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,44 +211,67 @@ def main(argv: list[str] | None = None) -> int:
         source = f"evaluated in this run ({grid['seconds']:.0f} s)"
     else:
         source = f"cached table {table_path.name} (evaluated {grid['date']} in {grid['seconds']:.0f} s)"
-    rates = {k: sum(v == "followed" for v in labels) / len(labels) for k, labels in grid["table"].items()}
+    rates = {k: rate(labels) for k, labels in grid["table"].items()}
     size = len(rates)
-    best = max(rates.values())
-    baseline_rate = sum(v == "followed" for v in grid["baseline"]) / len(grid["baseline"])
-    within = sum(r >= best - TOLERANCE - 1e-12 for r in rates.values())
+    steered = sum(1 for k in rates if float(k.split(",")[2]) != 0)  # what the grid generates (+ the baseline)
+    baseline_rate = rate(grid["baseline"])
+    labels = {}
+    for key_labels in grid["table"].values():
+        for label in key_labels:
+            labels[label] = labels.get(label, 0) + 1
     c.say(f"grid: {size} settings ({' x '.join(str(len(v)) for v in grid['space'].values())}: start x width x "
-          f"strength), {source}; best following rate {best:.3f} ({within} settings within 1 point), "
-          f"unsteered {baseline_rate:.3f}")
+          f"strength; {steered} steered ones to generate), {source}; unsteered following rate {baseline_rate:.3f}; "
+          f"verdicts over the grid {labels}")
     c.say(f"replaying TPE and random search against the cached table (lookup-backed controller), {seeds} seeds each")
 
-    runs = {"tpe": [], "random": []}
-    for seed in range(seeds):
-        for sampler in runs:
-            runs[sampler].append(replay(grid, sampler, seed, best - TOLERANCE))
-        c.say(f"  seed {seed}: TPE {runs['tpe'][-1]['evaluations']} evaluations, random "
-              f"{runs['random'][-1]['evaluations']}")
+    summary: dict[str, Any] = {}
+    runs: dict[str, dict[str, list]] = {}
+    rows = []
+    for direction in ("maximize", "minimize"):
+        best = (max if direction == "maximize" else min)(rates.values())
+        within = sum(abs(r - best) <= TOLERANCE + 1e-12 for r in rates.values())
+        runs[direction] = {"tpe": [], "random": []}
+        for seed in range(seeds):
+            for sampler in runs[direction]:
+                runs[direction][sampler].append(replay(grid, sampler, seed, direction))
+        c.say(f"  {direction} following rate: grid best {best:.3f} ({within} of {size} settings within 1 point); "
+              f"TPE evaluations per seed {[r['evaluations'] for r in runs[direction]['tpe']]}, random "
+              f"{[r['evaluations'] for r in runs[direction]['random']]}")
 
-    def med(sampler: str, key: str = "evaluations") -> float:
-        return c.median([r[key] if r[key] is not None else float("inf") for r in runs[sampler]])
+        def med(sampler: str, key: str = "evaluations", direction: str = direction) -> float:
+            return c.median([r[key] if r[key] is not None else math.inf for r in runs[direction][sampler]])
 
-    rows = [{"method": "grid (exhaustive)", "evaluations": size, "share_of_grid": 1.0},
-            *({"method": f"{s} (median of {seeds} seeds)", "evaluations": med(s), "share_of_grid": med(s) / size,
-               "exact_eval_index": med(s, "evaluations_exact"),
-               "max_over_seeds": max(r["evaluations"] or math.inf for r in runs[s])} for s in runs)]
+        summary[direction] = {"grid_best": best, "settings_within_1_point": within,
+                              "tpe_median": med("tpe"), "random_median": med("random")}
+        rows.append({"objective": direction, "method": "grid (exhaustive)", "evaluations": steered,
+                     "share_of_grid": 1.0})
+        for sampler in ("tpe", "random"):
+            rows.append({"objective": direction, "method": f"{sampler} (median of {seeds} seeds)",
+                         "evaluations": med(sampler), "share_of_grid": med(sampler) / steered,
+                         "first_hit_index": med(sampler, "evaluations_exact"),
+                         "max_over_seeds": max(r["evaluations"] if r["evaluations"] is not None else math.inf
+                                               for r in runs[direction][sampler])})
     c.say("")
-    c.say(c.table(rows))
-    share = med("tpe") / size
-    ratios = {"tpe_evaluations_over_grid": c.ratio_entry(share, "<= 0.25", share <= 0.25),
-              "random_evaluations_over_grid": c.ratio_entry(med("random") / size, "info", None),
-              "tpe_evaluations_over_random": c.ratio_entry(med("tpe") / med("random"), "info (< 1: TPE helps)", None)}
+    c.say(c.table(rows, ["objective", "method", "evaluations", "share_of_grid", "first_hit_index", "max_over_seeds"]))
+    share = summary["maximize"]["tpe_median"] / steered
+    share_min = summary["minimize"]["tpe_median"] / steered
+    ratios = {
+        "tpe_evaluations_over_grid": c.ratio_entry(share, "<= 0.25", share <= 0.25, objective="maximize following"),
+        "random_evaluations_over_grid": c.ratio_entry(summary["maximize"]["random_median"] / steered, "info", None),
+        "tpe_evaluations_over_grid_minimize": c.ratio_entry(share_min, "info (<= 0.25)", None,
+                                                            objective="minimize following"),
+        "random_evaluations_over_grid_minimize": c.ratio_entry(summary["minimize"]["random_median"] / steered,
+                                                               "info", None),
+    }
     path = c.write_result(NAME, args, meta, {
         "model": "tiny random llama" if args.quick else cfg["model"], "config": cfg, "grid_size": size,
-        "grid_source": source, "grid_best": best, "settings_within_1_point": within,
-        "unsteered_following_rate": baseline_rate, "seeds": seeds, "tolerance": TOLERANCE, "ratios": ratios,
+        "grid_steered_evaluations": steered, "grid_source": source, "unsteered_following_rate": baseline_rate,
+        "grid_verdicts": labels, "objectives": summary, "seeds": seeds, "tolerance": TOLERANCE, "ratios": ratios,
         "raw": {"runs": runs, "grid_seconds": grid["seconds"], "grid_rows_generated": grid["rows_generated"],
                 "grid_rates": rates}})
     c.say(f"\nwrote {path}")
-    c.say("note: TPE and random search were replayed against the grid's cached objective table, not re-generated")
+    c.say("note: TPE and random search were replayed against the grid's cached objective table, not re-generated; "
+          "evaluations count steered settings of the batches run (8 per batch), the grid's its steered settings")
     for key, entry in ratios.items():
         c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()

@@ -25,13 +25,13 @@ NAME = "steering"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = c.parser(__doc__.splitlines()[0], repeats=5)
+    p = c.parser(__doc__.splitlines()[0], repeats=7)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--rows", type=int, default=None, help="instructions = batch size (default 16)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 32")
     args = p.parse_args(argv)
     c.apply_threads(args)
-    repeats = c.repeats_of(args, 5)
+    repeats = c.repeats_of(args, 7)
     rows = args.rows or (4 if args.quick else 16)
     new_tokens = args.max_new_tokens or (8 if args.quick else 32)
     meta = c.machine()

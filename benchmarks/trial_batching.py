@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    batch_size=batch_size))
         seen: dict[str, list] = {"batched": [], "one_per_generation": []}
 
-        def batched():
+        def batched(controller=controller, seen=seen):
             seen["batched"].append(controller.evaluate("en", harmful, settings, vectors))
 
-        def one_per_generation():
+        def one_per_generation(controller=controller, seen=seen):
             seen["one_per_generation"].append([controller.evaluate("en", harmful, [s], vectors)[0] for s in settings])
 
         c.say(f"generation batch size {batch_size}:")

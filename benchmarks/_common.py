@@ -233,6 +233,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def report(name: str, args: argparse.Namespace, meta: dict[str, Any], payload: dict[str, Any],
+           note: str | None = None) -> Path:
+    """Write the result JSON, then print where it went, an optional note and the ratios (always last)."""
+    path = write_result(name, args, meta, payload)
+    say(f"\nwrote {path}")
+    if note:
+        say(note)
+    for key, entry in payload.get("ratios", {}).items():
+        say(ratio_line(key, entry["value"], entry["goal"], entry["met"]))
+    return path
+
+
 def ratio_line(name: str, value: float, goal: str, met: bool | None) -> str:
     verdict = "n/a" if met is None else ("MET" if met else "MISSED")
     return f"RATIO {name} = {value:.4g}  (goal {goal}: {verdict})"

@@ -123,12 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_rss_mb": c.median([r["max_rss_mb"] for r in v])} for k, v in runs.items()]))
     ratios = {"load_time_safetensors_over_gguf": c.ratio_entry(ratio, "<= 0.15", ratio <= 0.15),
               "peak_rss_safetensors_over_gguf": c.ratio_entry(rss_ratio, "info", None)}
-    path = c.write_result(NAME, args, meta, {
+    c.report(NAME, args, meta, {
         "model": "tiny random llama GGUF (float32)" if args.quick else alias, "repeats": repeats,
         "conversion_seconds_this_run": conversion_s, "ratios": ratios, "raw": runs})
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0
 

@@ -260,16 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         "memory_mvp_over_base_model_forward": c.ratio_entry(r_mem_base, "info", None),
         "time_unsorted_over_sorted_batches": c.ratio_entry(r_sort, "info (> 1: sorting helps)", None),
     }
-    path = c.write_result(NAME, args, meta, {
+    c.report(NAME, args, meta, {
         "model": model_name, "device": str(loaded.device), "inputs": len(texts), "batch_size": args.batch_size,
         "layers": loaded.n_layers, "repeats": repeats, "ratios": ratios,
         "raw": {"times_s": times, "sorted_vs_unsorted_s": sort_times, "memory": memory, "batch_sweep_s": sweep_times, "sequences_per_s": seq_rows,
                 "padding_waste": waste_rows, "max_abs_state_difference": max_diff, "state_scale": scale,
                 "input_tokens": [len(e) for e in encoded]},
     })
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0
 

@@ -96,12 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         forward_seconds=forward_seconds),
         "resubmit_forward_passes": c.ratio_entry(float(resubmit_items), "== 0", resubmit_items == 0),
     }
-    path = c.write_result(NAME, args, meta, {"model": model_name, "concepts": ["morality", "toxicity"],
+    c.report(NAME, args, meta, {"model": model_name, "concepts": ["morality", "toxicity"],
                                              "languages": ["en", "fr"], "max_pairs": max_pairs, "repeats": repeats, "cpus_per_worker": args.threads,
                                              "ratios": ratios, "raw": runs})
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0
 

@@ -129,12 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         fixed_s=float(intercept), per_input_ms=1000 * float(slope)),
               "forward_time_linear_fit_r2": c.ratio_entry(float(f_r2), "info (1 = linear)", None,
                                                           fixed_s=float(f_intercept), per_input_ms=1000 * float(f_slope))}
-    path = c.write_result(NAME, args, meta, {"model": model_name, "repeats_workers": repeats, "cpus_per_worker": args.threads, "ratios": ratios,
+    c.report(NAME, args, meta, {"model": model_name, "repeats_workers": repeats, "cpus_per_worker": args.threads, "ratios": ratios,
                                              "table": rows, "workers_table": worker_rows,
                                              "raw": {"sizes": results, "workers": workers}})
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0
 

@@ -263,17 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         "random_evaluations_over_grid_minimize": c.ratio_entry(summary["minimize"]["random_median"] / steered,
                                                                "info", None),
     }
-    path = c.write_result(NAME, args, meta, {
+    c.report(NAME, args, meta, {
         "model": "tiny random llama" if args.quick else cfg["model"], "config": cfg, "grid_size": size,
         "grid_steered_evaluations": steered, "grid_source": source, "unsteered_following_rate": baseline_rate,
         "grid_verdicts": labels, "objectives": summary, "seeds": seeds, "tolerance": TOLERANCE, "ratios": ratios,
         "raw": {"runs": runs, "grid_seconds": grid["seconds"], "grid_rows_generated": grid["rows_generated"],
-                "grid_rates": rates}})
-    c.say(f"\nwrote {path}")
-    c.say("note: TPE and random search were replayed against the grid's cached objective table, not re-generated; "
-          "evaluations count steered settings of the batches run (8 per batch), the grid's its steered settings")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
+                "grid_rates": rates}},
+        note="note: TPE and random search were replayed against the grid's cached objective table, not re-generated; "
+             "evaluations count steered settings of the batches run (8 per batch), the grid's its steered settings")
     tmp.cleanup()
     return 0
 

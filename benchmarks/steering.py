@@ -81,13 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {"throughput_steered_window_over_unsteered": c.ratio_entry(r_window, ">= 0.90", r_window >= 0.90,
                                                                         layers=window),
               "throughput_steered_all_layers_over_unsteered": c.ratio_entry(r_all, "info (worst case)", None)}
-    path = c.write_result(NAME, args, meta, {
+    c.report(NAME, args, meta, {
         "model": model_name, "device": str(loaded.device), "rows": rows, "max_new_tokens": new_tokens,
         "tokens_per_generation": tokens, "repeats": repeats, "ratios": ratios,
         "raw": {"times_s": times, "table": out_rows}})
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0
 

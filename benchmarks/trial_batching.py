@@ -146,14 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     if 32 in configs and 32 != len(settings) * len(harmful):
         r32 = configs[32]["ratio"]
         ratios["trials_per_min_ratio_at_generation_batch_32"] = c.ratio_entry(r32, "info (spec default batch)", None)
-    path = c.write_result(NAME, args, meta, {
+    c.report(NAME, args, meta, {
         "model": model_name, "device": str(loaded.device), "instructions": len(harmful), "trials": len(settings),
         "max_new_tokens": new_tokens, "repeats": repeats,
         "settings": [[s.start, s.width, s.strength] for s in settings], "ratios": ratios,
         "raw": {str(k): v for k, v in configs.items()}})
-    c.say(f"\nwrote {path}")
-    for key, entry in ratios.items():
-        c.say(c.ratio_line(key, entry["value"], entry["goal"], entry["met"]))
     tmp.cleanup()
     return 0 if mismatches["objective"] == 0 else 1
 

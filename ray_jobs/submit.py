@@ -5,7 +5,8 @@ resources, layer numbers against the model's depth) is checked before the first 
 Hidden states are cached by content (:mod:`mvplatform.statestore`): a re-submission, a new
 direction method or a new analysis runs no model. Results are logged as each item finishes, so an
 interruption loses only the items still running; a failing item is recorded (a FAILED child run
-with its error) and the rest go on.
+with its error) and the rest go on. When every item is cached and there is nothing to steer, no
+model is needed at all, so Ray is not started and the analyses run in this process.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class SubmissionSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # load (within extract), extract, analysis, total
     control: dict[str, str] = field(default_factory=dict)  # model -> Table 2 (markdown)
     control_reused: list[str] = field(default_factory=list)  # mode evaluations read from the result store
+    ray: bool = True  # False: every item was cached and nothing needed a model, so Ray was not started
 
     @property
     def ok(self) -> bool:
@@ -142,20 +144,27 @@ def submit(
     uri = resolve_tracking_uri(spec.tracking.uri)
     client = check_store(uri)
 
-    started_ray = not ray.is_initialized()
+    local = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    in_process = local and everything_cached(spec, data, items, store, force)
+    started_ray = not in_process and not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
                  runtime_env={"env_vars": worker_env()})
     try:
-        resources = ray.cluster_resources()
-        request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+        if in_process:
+            request = worker_request(spec.resources, float(os.cpu_count() or 1), float(local_gpus()))
+        else:
+            resources = ray.cluster_resources()
+            request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
         tracker = SubmissionTracker(client, spec, spec_path)
         summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
-        summary.resumed = tracker.resumed
+        summary.resumed, summary.ray = tracker.resumed, not in_process
         if force:
             client.set_tag(summary.parent_run_id, "force", ",".join(sorted(force)))
-        console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items on Ray ({request.describe()} per worker) "
-                      f"-> MLflow {uri}, run {summary.parent_run_id}", highlight=False)
+        where = ("all cached, so no model and no Ray" if in_process
+                 else f"on Ray ({request.describe()} per worker)")
+        console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items, {where} -> MLflow {uri}, "
+                      f"run {summary.parent_run_id}", highlight=False)
         if tracker.resumed:
             console.print(f"resuming the interrupted submission {summary.parent_run_id} (resume {tracker.resumed}): "
                           f"{len(tracker.finished)} child runs already logged are kept", highlight=False)
@@ -175,6 +184,40 @@ def submit(
             ray.shutdown()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerprint: dict[str, str],
+                   on_gpu: bool) -> str:
+    """The result-store key of an item's hidden states: model, data file and every setting they depend on."""
+    d, e = spec.data, spec.extract
+    params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
+              "accelerator": "gpu" if on_gpu else "cpu"}
+    return state_key(fingerprint, data.digests[(item.concept, item.language)], params)
+
+
+def local_gpus() -> int:
+    """The GPUs a local Ray would see (it counts CUDA devices the same way, CUDA_VISIBLE_DEVICES included)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def everything_cached(spec: Spec, data: PreparedData, items: list[ExtractionItem], store: StateStore,
+                      force: frozenset[str]) -> bool:
+    """True when no step needs a model: no control stage, reuse on, and every item's states stored.
+
+    Then a submission runs without Ray: starting it (and the analysis tasks' worker processes)
+    would be most of a cached re-submission's time.
+    """
+    if spec.control is not None or not spec.results.reuse or "extract" in force:
+        return False
+    try:
+        request = worker_request(spec.resources, float(os.cpu_count() or 1), float(local_gpus()))
+    except SpecError:
+        return False  # let the Ray path report it against the real cluster
+    fingerprints = {model: model_fingerprint(model) for model in spec.models}
+    return all(store.path(item_state_key(spec, data, item, fingerprints[item.model], request.num_gpus > 0)).is_file()
+               for item in items)
 
 
 FORCE_STEPS = ("extract", "control")  # mvp submit --force STEP; "all" = every one
@@ -312,19 +355,14 @@ class _Runner:
 
     # -- extraction -----------------------------------------------------------------------------
 
-    def _key(self, item: ExtractionItem, fingerprint: dict[str, str]) -> str:
-        d, e = self.spec.data, self.spec.extract
-        params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
-                  "accelerator": "gpu" if self.request.num_gpus > 0 else "cpu"}
-        return state_key(fingerprint, self.data.digests[(item.concept, item.language)], params)
-
     @_timed("extract")
     def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool, progress: Progress,
                        bar: TaskID) -> list[ExtractionResult]:
         self.pools.append(pool)
         results: list[ExtractionResult] = []
         fingerprint = model_fingerprint(model)
-        keys = {item: self._key(item, fingerprint) for item in items}
+        keys = {item: item_state_key(self.spec, self.data, item, fingerprint, self.request.num_gpus > 0)
+                for item in items}
         reuse = self.spec.results.reuse and "extract" not in self.force
         cached = {item: self.store.get(keys[item]) for item in items} if reuse else {}
         todo = [item for item in items if cached.get(item) is None]
@@ -431,25 +469,28 @@ class _Runner:
         progress.update(bar, description=f"cross-lingual analyses ({model.short_name})")
         pending = {}
         for concept in self.spec.data.concepts:
+            label = f"{model.short_name} / {concept} / cross-lingual"
             if len(by_concept[concept]) < 2:
-                label = f"{model.short_name} / {concept} / cross-lingual"
                 self.summary.failures[label] = "fewer than 2 languages succeeded; nothing to compare"
-                progress.advance(bar)
+            elif not ray.is_initialized():  # everything was cached: no Ray, analyse in this process
+                self._log_analysis(label, analyse_concept(by_concept[concept], self.cross, self.spec.analysis))
+            else:
+                ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, self.spec.analysis)
+                pending[ref] = label
                 continue
-            ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, self.spec.analysis)
-            pending[ref] = concept
+            progress.advance(bar)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            concept = pending.pop(ready[0])
-            label = f"{model.short_name} / {concept} / cross-lingual"
+            label = pending.pop(ready[0])
             try:
-                analysis = ray.get(ready[0])
+                self._log_analysis(label, ray.get(ready[0]))
             except ray.exceptions.RayError as exc:
                 self.summary.failures[label] = root_cause(exc)
-            else:
-                self.tracker.log_analysis(analysis)
-                self.summary.analysed.append(label)
             progress.advance(bar)
+
+    def _log_analysis(self, label: str, analysis: ConceptAnalysis) -> None:
+        self.tracker.log_analysis(analysis)
+        self.summary.analysed.append(label)
 
 
 def actor_restarts(actor: object) -> int:

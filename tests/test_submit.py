@@ -126,6 +126,7 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     second = submit(load_spec(path), path)
     assert second.ok, second.failures
     assert second.computed == [] and sorted(second.cached) == sorted(first.done)
+    assert first.ray and not second.ray  # nothing needed a model: no Ray, analyses in this process
     experiment = client.get_run(second.parent_run_id).info.experiment_id
     runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
                                             "and tags.step = 'cross-lingual'")

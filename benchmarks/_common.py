@@ -270,16 +270,9 @@ CORPUS = [
 
 
 def tiny_tokenizer():
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
+    from tests.tiny import train_tokenizer
 
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(CORPUS * 20, vocab_size=400, min_frequency=1,
-                                special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=trainer, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    tokenizer.chat_template = "{% for m in messages %}<s>[INST] {{ m['content'] }} [/INST] {% endfor %}"
-    return tokenizer
+    return train_tokenizer(CORPUS)
 
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,

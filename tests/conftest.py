@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import train_tokenizer
+
 ARCHITECTURES = ("llama", "gpt2", "qwen2", "gemma3_text", "bloom")
 TINY_LAYERS = 3
 
@@ -24,16 +26,7 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(CORPUS * 20, vocab_size=400, min_frequency=1,
-                                special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=trainer, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    tokenizer.chat_template = "{% for m in messages %}<s>[INST] {{ m['content'] }} [/INST] {% endfor %}"
-    return tokenizer
+    return train_tokenizer(CORPUS)
 
 
 def tiny_config(arch: str, vocab_size: int):

@@ -196,7 +196,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
     if cross:
-        console.print(f"then per model x concept ({len(spec.models) * len(spec.data.concepts)} Ray tasks, no model): "
+        console.print(f"then per model x concept ({len(spec.models) * len(spec.data.concepts)} Ray tasks, no model; "
+                      "in this process when every item is cached): "
                       f"{', '.join(cross)} over {len(spec.data.languages)} languages "
                       f"(high-resource: {', '.join(spec.analysis.high_resource)})")
     if spec.control is not None:
@@ -225,6 +226,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     loads = "; ".join(f"{model}: {', '.join(map(str, n)) or 'none (all cached)'}"
                       for model, n in summary.model_loads.items())
     table.add_row("model loads per worker", loads or "none")
+    if not summary.ray:
+        table.add_row("Ray", "not started: every item was cached and nothing needed a model")
     if summary.resumed:
         table.add_row("resumed", f"the interrupted parent run (resume {summary.resumed}); no child run logged twice")
     if spec.control is not None:

@@ -16,9 +16,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -373,6 +375,30 @@ def random_vectors(n_layers: int, hidden: int, seed: int = 0):
 # Submissions in a fresh process (what `mvp submit` costs a user)
 
 MARK = "@@MVP-BENCH@@"
+
+
+@dataclass
+class SubmitBench:
+    """What a submitting benchmark (``resubmit``, ``scaling``) starts from."""
+
+    args: argparse.Namespace
+    repeats: int
+    meta: dict[str, Any]
+    tmp: tempfile.TemporaryDirectory
+    model: str  # a spec's model.name: the packaged alias, or the tiny model's folder with --quick
+    model_name: str  # for the printout and the JSON
+
+
+def submit_bench(doc: str, argv: list[str] | None) -> SubmitBench:
+    """Parse the common options (plus ``--model``), set threads, note the machine, build the model."""
+    p = parser(doc.splitlines()[0], repeats=2)
+    p.add_argument("--model", default="gemma3-270m")
+    args = p.parse_args(argv)
+    apply_threads(args)
+    tmp = tempfile.TemporaryDirectory()
+    model = str(tiny_model_dir(Path(tmp.name) / "tiny")) if args.quick else args.model
+    return SubmitBench(args, args.repeats or (1 if args.quick else 2), machine(), tmp, model,
+                       "tiny random llama" if args.quick else args.model)
 
 
 def submit_in_subprocess(spec_path: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> dict[str, Any]:

@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
               "steering_hooks_share_all_layers": c.ratio_entry(all_share, "info", None),
               "seconds_per_row_64_over_8": c.ratio_entry(per_row, "info (1/8 would be an 8x trial-batching gain)", None),
               "matmul_seconds_per_row_64_over_8": c.ratio_entry(matmul_per_row, "info", None)}
-    c.report(NAME, args, meta, {"model": model_name, "device": str(loaded.device),
-                                             "max_new_tokens": tokens, "ratios": ratios,
-                                             "raw": {"steering": steering_rows, "batching": batching_rows}})
+    c.report(NAME, args, meta, {
+        "model": model_name, "device": str(loaded.device), "max_new_tokens": tokens, "ratios": ratios,
+        "raw": {"steering": steering_rows, "batching": batching_rows}})
     tmp.cleanup()
     return 0
 

@@ -46,16 +46,10 @@ def write_spec(folder: Path, model: str, analyses: list[str], max_pairs: int | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = c.parser(__doc__.splitlines()[0], repeats=2)
-    p.add_argument("--model", default="gemma3-270m")
-    args = p.parse_args(argv)
-    c.apply_threads(args)
-    repeats = args.repeats or (1 if args.quick else 2)
-    meta = c.machine()
-    tmp = tempfile.TemporaryDirectory()
-    model = str(c.tiny_model_dir(Path(tmp.name) / "tiny")) if args.quick else args.model
+    bench = c.submit_bench(__doc__, argv)
+    args, repeats, meta, tmp, model, model_name = (bench.args, bench.repeats, bench.meta, bench.tmp, bench.model,
+                                                   bench.model_name)
     max_pairs = 8 if args.quick else None
-    model_name = "tiny random llama" if args.quick else args.model
     c.say(f"resubmit: {model_name}, 2 concepts x 2 languages, {max_pairs or 'all'} pairs, {repeats} repeat(s), "
           "each submit in a fresh process")
     runs = []
@@ -96,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         forward_seconds=forward_seconds),
         "resubmit_forward_passes": c.ratio_entry(float(resubmit_items), "== 0", resubmit_items == 0),
     }
-    c.report(NAME, args, meta, {"model": model_name, "concepts": ["morality", "toxicity"],
-                                             "languages": ["en", "fr"], "max_pairs": max_pairs, "repeats": repeats, "cpus_per_worker": args.threads,
-                                             "ratios": ratios, "raw": runs})
+    c.report(NAME, args, meta, {
+        "model": model_name, "concepts": ["morality", "toxicity"], "languages": ["en", "fr"],
+        "max_pairs": max_pairs, "repeats": repeats, "cpus_per_worker": args.threads, "ratios": ratios, "raw": runs})
     tmp.cleanup()
     return 0
 

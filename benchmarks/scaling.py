@@ -61,16 +61,10 @@ def run(model: str, root: Path, languages: int, concepts: int, pairs: int, worke
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = c.parser(__doc__.splitlines()[0], repeats=2)
-    p.add_argument("--model", default="gemma3-270m")
-    args = p.parse_args(argv)
-    c.apply_threads(args)
-    repeats = args.repeats or (1 if args.quick else 2)
-    meta = c.machine()
-    tmp = tempfile.TemporaryDirectory()
+    bench = c.submit_bench(__doc__, argv)
+    args, repeats, meta, tmp, model, model_name = (bench.args, bench.repeats, bench.meta, bench.tmp, bench.model,
+                                                   bench.model_name)
     root = Path(tmp.name)
-    model = str(c.tiny_model_dir(root / "tiny")) if args.quick else args.model
-    model_name = "tiny random llama" if args.quick else args.model
     base_pairs = 4 if args.quick else 16
     sizes = [(1, 1, base_pairs)] if args.quick else [
         (1, 1, 16), (2, 1, 16), (2, 2, 16), (2, 2, 8), (2, 2, 32)]
@@ -129,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         fixed_s=float(intercept), per_input_ms=1000 * float(slope)),
               "forward_time_linear_fit_r2": c.ratio_entry(float(f_r2), "info (1 = linear)", None,
                                                           fixed_s=float(f_intercept), per_input_ms=1000 * float(f_slope))}
-    c.report(NAME, args, meta, {"model": model_name, "repeats_workers": repeats, "cpus_per_worker": args.threads, "ratios": ratios,
-                                             "table": rows, "workers_table": worker_rows,
-                                             "raw": {"sizes": results, "workers": workers}})
+    c.report(NAME, args, meta, {
+        "model": model_name, "repeats_workers": repeats, "cpus_per_worker": args.threads, "ratios": ratios,
+        "table": rows, "workers_table": worker_rows, "raw": {"sizes": results, "workers": workers}})
     tmp.cleanup()
     return 0
 

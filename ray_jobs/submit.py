@@ -145,14 +145,15 @@ def submit(
     client = check_store(uri)
 
     local = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
-    in_process = local and everything_cached(spec, data, items, store, force)
+    cached_request = no_model_needed(spec, data, items, store, force) if local else None
+    in_process = cached_request is not None
     started_ray = not in_process and not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
                  runtime_env={"env_vars": worker_env()})
     try:
-        if in_process:
-            request = worker_request(spec.resources, float(os.cpu_count() or 1), float(local_gpus()))
+        if cached_request is not None:
+            request = cached_request
         else:
             resources = ray.cluster_resources()
             request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
@@ -202,22 +203,24 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def everything_cached(spec: Spec, data: PreparedData, items: list[ExtractionItem], store: StateStore,
-                      force: frozenset[str]) -> bool:
-    """True when no step needs a model: no control stage, reuse on, and every item's states stored.
+def no_model_needed(spec: Spec, data: PreparedData, items: list[ExtractionItem], store: StateStore,
+                    force: frozenset[str]) -> WorkerRequest | None:
+    """This machine's worker request when no step needs a model (no control stage, reuse on, every
+    item's states stored), else None.
 
     Then a submission runs without Ray: starting it (and the analysis tasks' worker processes)
     would be most of a cached re-submission's time.
     """
     if spec.control is not None or not spec.results.reuse or "extract" in force:
-        return False
+        return None
     try:
         request = worker_request(spec.resources, float(os.cpu_count() or 1), float(local_gpus()))
     except SpecError:
-        return False  # let the Ray path report it against the real cluster
+        return None  # let the Ray path report it against the real cluster
     fingerprints = {model: model_fingerprint(model) for model in spec.models}
-    return all(store.path(item_state_key(spec, data, item, fingerprints[item.model], request.num_gpus > 0)).is_file()
-               for item in items)
+    cached = all(store.path(item_state_key(spec, data, item, fingerprints[item.model], request.num_gpus > 0)).is_file()
+                 for item in items)
+    return request if cached else None
 
 
 FORCE_STEPS = ("extract", "control")  # mvp submit --force STEP; "all" = every one

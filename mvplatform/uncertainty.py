@@ -1,0 +1,315 @@
+"""Intervals and chance levels for every headline number (issue 16).
+
+A concept x language cell has about 13 test pairs, so one pair moves accuracy by 7.7 points and the
+best of 18 layers is optimistic by construction. This module says how far each number can be trusted:
+
+- :func:`wilson` - 95% interval of a share (per-layer recognition accuracy, following rates);
+- :func:`best_layer_interval` - a bootstrap over pairs that picks the best layer *inside* each
+  resample, so the interval carries the optimism of choosing the best test layer;
+- :func:`paired_difference` - paired bootstrap of a best-layer accuracy difference on the same pairs
+  (transfer T(l1 -> l2) on the target's test pairs);
+- :func:`consistency_interval` - bootstrap over training pairs of cross-lingual vector similarity;
+- :func:`pearson` - Pearson r with a Fisher-z interval and its p-value;
+- :func:`mcnemar` - paired exact test over instructions (LS- vs En-Control);
+- :func:`permutation_chance` - label-permutation chance level per layer.
+
+Pure numpy/scipy, seeded and deterministic: the same inputs and seed give the same numbers. The
+resampling is vectorised (bootstrap counts times per-pair results, batched matrix products for
+re-extracted vectors), so no analysis stage needs a loop per resample for ``cluster_mean``.
+
+>>> low, high = wilson(10, 13)
+>>> round(float(low), 3), round(float(high), 3)
+(0.497, 0.918)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from mvplatform.concepts import extract_vectors
+
+CONFIDENCE = 0.95
+N_BOOT = 2000  # resamples of per-pair results (cheap: one matrix product)
+N_REEXTRACT = 200  # resamples or permutations that re-extract vectors (chance level, consistency)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided interval (``confidence``, 0.95 by default)."""
+
+    point: float
+    low: float
+    high: float
+
+    def as_dict(self, name: str) -> dict[str, float]:
+        """``{name: point, name_ci_low: low, name_ci_high: high}``: the MLflow metric names."""
+        return {name: self.point, f"{name}_ci_low": self.low, f"{name}_ci_high": self.high}
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson(successes: np.ndarray | float, n: np.ndarray | int,
+           confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of ``successes / n`` (elementwise); well-behaved at 0 and 1, unlike Wald.
+
+    ``successes`` may be fractional (a tie scored as half a success), as for surface baselines.
+    """
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("wilson: need n > 0 and 0 <= successes <= n")
+    z = _z(confidence)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def accuracy_intervals(correct: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """Per-layer accuracy of ``correct`` [pairs, layers] (0/1, or 0.5 for a tie) and its Wilson interval."""
+    correct = _as_pairs(correct)
+    n = correct.shape[0]
+    successes = correct.sum(axis=0)
+    low, high = wilson(successes, n, confidence)
+    return successes / n, low, high
+
+
+def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] how often each of ``n`` items is drawn in each resample (multinomial, with replacement).
+
+    Counts rather than indices: a resampled mean is then one matrix product ``counts @ values / n``.
+    """
+    if n < 1 or n_boot < 1:
+        raise ValueError(f"bootstrap needs at least one item and one resample (got n={n}, n_boot={n_boot})")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def best_layer_interval(correct: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
+                        confidence: float = CONFIDENCE) -> Interval:
+    """The best-layer accuracy (max over layers) with a bootstrap that repeats the layer choice.
+
+    Each resample of pairs takes its own best layer, so the interval's spread includes the
+    winner's-curse of picking the best of many noisy layers on the same test pairs.
+    """
+    correct = _as_pairs(correct)
+    n = correct.shape[0]
+    resampled = bootstrap_counts(n, n_boot, seed) @ correct / n  # [B, L]
+    low, high = _percentiles(resampled.max(axis=1), confidence)
+    return Interval(float(correct.mean(axis=0).max()), low, high)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> Interval:
+    """max-over-layers accuracy of ``a`` minus that of ``b``, both [pairs, layers] on the *same* pairs.
+
+    The pairs are resampled jointly (paired bootstrap) and each side picks its best layer inside every
+    resample, as :func:`mvplatform.crosslingual.transfer` does on the full set.
+    """
+    a, b = _as_pairs(a), _as_pairs(b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"paired_difference: {a.shape[0]} and {b.shape[0]} pairs; both sides need the same pairs")
+    n = a.shape[0]
+    counts = bootstrap_counts(n, n_boot, seed)
+    diffs = (counts @ a / n).max(axis=1) - (counts @ b / n).max(axis=1)
+    low, high = _percentiles(diffs, confidence)
+    return Interval(float(a.mean(axis=0).max() - b.mean(axis=0).max()), low, high)
+
+
+@dataclass(frozen=True)
+class PearsonResult:
+    r: float
+    low: float
+    high: float
+    p: float
+    n: int
+
+
+def pearson(x: np.ndarray, y: np.ndarray, confidence: float = CONFIDENCE) -> PearsonResult:
+    """Pearson r, its Fisher-z interval (tanh(atanh r +- z / sqrt(n - 3))) and the two-sided p-value.
+
+    NaN everywhere when it is undefined (fewer than 4 points, or a constant side).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"pearson: {n} x values but {len(y)} y values")
+    if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return PearsonResult(float("nan"), float("nan"), float("nan"), float("nan"), n)
+    r, p = stats.pearsonr(x, y)
+    z = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12))
+    half = _z(confidence) / np.sqrt(n - 3)
+    return PearsonResult(float(r), float(np.tanh(z - half)), float(np.tanh(z + half)), float(p), n)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two binary outcomes on the same items (instructions): rates, difference and exact McNemar test."""
+
+    rate_a: float
+    rate_b: float
+    difference: Interval  # rate_a - rate_b, paired bootstrap interval
+    only_a: int  # items where only a succeeded
+    only_b: int
+    p: float  # two-sided exact McNemar (binomial on the discordant items)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
+            confidence: float = CONFIDENCE) -> PairedTest:
+    """Paired test over instructions: did mode a follow more often than mode b on the same instructions?
+
+    Only discordant instructions carry information; under no difference each is a fair coin, so the
+    p-value is the exact two-sided binomial test of ``only_a`` out of ``only_a + only_b``.
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"mcnemar: need two equally long, non-empty 0/1 vectors; got {a.shape} and {b.shape}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
+    diff = a.astype(np.float64) - b
+    counts = bootstrap_counts(a.size, n_boot, seed)
+    low, high = _percentiles(counts @ diff / a.size, confidence)
+    return PairedTest(float(a.mean()), float(b.mean()), Interval(float(diff.mean()), low, high), only_a, only_b, p)
+
+
+# -- re-extracted vectors: chance level and consistency ---------------------------------------------
+
+
+def pair_correct(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """[pairs, layers] 1.0 where pos projects strictly above neg (recognition's rule), else 0.0."""
+    margins = np.einsum("nlh,lh->nl", pos.astype(np.float64) - neg, directions)
+    return (margins > 0).astype(np.float64)
+
+
+def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, signs: np.ndarray | None,
+                         method: str, seed: int = 0, orientation: str = "authors") -> np.ndarray:
+    """[B, L, H] concept vectors re-extracted from each of B weighted and/or label-flipped training sets.
+
+    ``counts`` [B, n]: how often each training pair is drawn; ``signs`` [B, n]: +1 keeps a pair's
+    labels, -1 swaps pos and neg. ``cluster_mean`` is batched (a weighted mean of pair differences,
+    then the majority sign rule of :func:`mvplatform.concepts.orient` over the drawn pairs); every other
+    method calls :func:`extract_vectors` once per resample.
+    """
+    n = pos.shape[0]
+    signs = np.ones_like(counts) if signs is None else np.asarray(signs, dtype=np.float64)
+    if counts.shape != signs.shape or counts.shape[1] != n:
+        raise ValueError(f"counts {counts.shape} and signs {signs.shape} must both be [resamples, {n}]")
+    layers = list(range(1, pos.shape[1] + 1))
+    if method != "cluster_mean":
+        out = np.empty((counts.shape[0], *pos.shape[1:]))
+        for b in range(counts.shape[0]):
+            index = np.repeat(np.arange(n), counts[b].astype(np.int64))
+            flip = signs[b, index] < 0
+            p = np.where(flip[:, None, None], neg[index], pos[index])
+            q = np.where(flip[:, None, None], pos[index], neg[index])
+            out[b] = extract_vectors(p, q, layers, method, seed, orientation=orientation).directions
+        return out
+    diffs = (pos.astype(np.float64) - neg).transpose(1, 0, 2)  # [L, n, H]
+    weights = counts * signs  # [B, n]
+    raw = np.matmul(weights / counts.sum(axis=1, keepdims=True), diffs)  # [L, B, H]
+    if orientation != "majority":
+        return raw.transpose(1, 0, 2)
+    # the sign rule on the drawn (and flipped) pairs: margin of pair i = s_i * d_i . direction
+    margins = np.matmul(diffs, raw.transpose(0, 2, 1)) * signs.T[None]  # [L, n, B]
+    share = np.einsum("bn,lnb->lb", counts, (margins > 0).astype(np.float64)) / counts.sum(axis=1)[None]  # [L, B]
+    raw *= np.where(share >= 0.5, 1.0, -1.0)[:, :, None]
+    return raw.transpose(1, 0, 2)
+
+
+def batch_accuracy(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """[B, L] recognition accuracy of each of B vector sets [B, L, H] on the same test pairs."""
+    diffs = (pos.astype(np.float64) - neg).transpose(1, 0, 2)  # [L, m, H]
+    margins = np.matmul(diffs, directions.transpose(1, 2, 0))  # [L, m, B]
+    return (margins > 0).mean(axis=1).T
+
+
+def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
+                       method: str = "cluster_mean", n_perm: int = N_REEXTRACT, seed: int = 0,
+                       quantile: float = CONFIDENCE, chunk: int = 64, orientation: str = "authors") -> np.ndarray:
+    """[L] the ``quantile`` of test accuracy, per layer, when training labels carry no information.
+
+    Each permutation swaps pos and neg in a random half of the training pairs (a fair coin per pair),
+    re-extracts the vectors with the same method and sign rule, and scores them on the true test
+    labels. A cell whose interval's lower end does not clear this level is "not above chance".
+    """
+    rng = np.random.default_rng(seed)
+    n = train_pos.shape[0]
+    signs = rng.choice([-1.0, 1.0], size=(n_perm, n))
+    counts = np.ones((n_perm, n))
+    accuracy = np.concatenate([
+        batch_accuracy(resampled_directions(train_pos, train_neg, counts[s : s + chunk], signs[s : s + chunk],
+                                            method, seed, orientation), test_pos, test_neg)
+        for s in range(0, n_perm, chunk)])  # [P, L]
+    return np.quantile(accuracy, quantile, axis=0)
+
+
+@dataclass(frozen=True)
+class ConsistencyInterval:
+    languages: list[str]
+    low: np.ndarray  # [n, n] interval of the layer-mean cosine similarity of each language pair
+    high: np.ndarray
+    mean: Interval  # the mean off-diagonal similarity (one number for a concept)
+
+
+def consistency_interval(train: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "cluster_mean",
+                         n_boot: int = N_REEXTRACT, seed: int = 0, confidence: float = CONFIDENCE,
+                         chunk: int = 64, orientation: str = "authors") -> ConsistencyInterval:
+    """Bootstrap over each language's training pairs of the cosine similarity between languages' vectors.
+
+    ``train`` maps language -> (pos, neg) training states [n, L, H]. Each language is resampled
+    independently (its own seed offset), its vectors re-extracted, and the layer-mean cosine matrix
+    recomputed per resample; the point is the similarity of the full-data vectors.
+    """
+    languages = list(train)
+    if len(languages) < 2:
+        raise ValueError("consistency needs at least two languages")
+    k = len(languages)
+    units: list[np.ndarray] = []  # per language [B, L, H] unit vectors
+    for i, lang in enumerate(languages):
+        pos, neg = train[lang]
+        counts = bootstrap_counts(pos.shape[0], n_boot, seed + 7919 * (i + 1))
+        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed,
+                                                          orientation)
+                                     for s in range(0, n_boot, chunk)])
+        units.append(directions / np.linalg.norm(directions, axis=-1, keepdims=True))
+    sims = np.empty((n_boot, k, k))
+    for i in range(k):
+        for j in range(k):
+            sims[:, i, j] = np.einsum("blh,blh->bl", units[i], units[j]).mean(axis=1) if i <= j else sims[:, j, i]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(sims, alpha, axis=0), np.quantile(sims, 1 - alpha, axis=0)
+    off = ~np.eye(k, dtype=bool)
+    mean_low, mean_high = _percentiles(sims[:, off].mean(axis=1), confidence)
+    full = {lang: extract_vectors(*train[lang], list(range(1, train[lang][0].shape[1] + 1)), method, seed,
+                                  orientation=orientation).directions for lang in languages}
+    unit = {lang: d / np.linalg.norm(d, axis=-1, keepdims=True) for lang, d in full.items()}
+    point = np.array([[np.mean(np.sum(unit[a] * unit[b], axis=-1)) for b in languages] for a in languages])
+    return ConsistencyInterval(languages, low, high, Interval(float(point[off].mean()), mean_low, mean_high))
+
+
+def above_chance(low: np.ndarray | float, chance: np.ndarray | float) -> np.ndarray:
+    """True where an interval's lower end clears the chance level (strictly)."""
+    return np.asarray(low) > np.asarray(chance)
+
+
+def _as_pairs(correct: np.ndarray) -> np.ndarray:
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.ndim == 1:
+        correct = correct[:, None]
+    if correct.ndim != 2 or correct.shape[0] == 0:
+        raise ValueError(f"expected per-pair results [pairs, layers]; got shape {correct.shape}")
+    return correct

@@ -1,0 +1,171 @@
+"""Intervals, paired tests and chance levels against hand-computed values on small inputs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mvplatform.concepts import extract_vectors
+from mvplatform.uncertainty import (accuracy_intervals, best_layer_interval, bootstrap_counts, consistency_interval,
+                                    mcnemar, paired_difference, pair_correct, pearson, permutation_chance,
+                                    resampled_directions, wilson)
+
+Z = 1.959963984540054
+
+
+def test_wilson_matches_the_formula_worked_by_hand():
+    # 10 of 13: p = 0.76923, centre = (p + z^2/26) / (1 + z^2/13) = 0.70782, half-width 0.21038
+    low, high = wilson(10, 13)
+    assert float(low) == pytest.approx(0.497434, abs=1e-5)
+    assert float(high) == pytest.approx(0.918204, abs=1e-5)
+    # 0 of 10: the interval is [0, (z^2/n) / (1 + z^2/n)] in closed form
+    low, high = wilson(0, 10)
+    assert float(low) == 0.0
+    assert float(high) == pytest.approx((Z * Z / 10) / (1 + Z * Z / 10), rel=1e-9)
+    # n of n mirrors it
+    low, high = wilson(10, 10)
+    assert float(low) == pytest.approx(1 - (Z * Z / 10) / (1 + Z * Z / 10), rel=1e-9) and float(high) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="successes"):
+        wilson(5, 4)
+
+
+def test_accuracy_intervals_are_wilson_per_layer():
+    correct = np.array([[1, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    acc, low, high = accuracy_intervals(correct)
+    np.testing.assert_allclose(acc, [0.75, 0.5])
+    exp_low, exp_high = wilson(np.array([3, 2]), 4)
+    np.testing.assert_allclose(low, exp_low)
+    np.testing.assert_allclose(high, exp_high)
+
+
+def test_bootstrap_counts_are_seeded_and_sum_to_n():
+    a, b = bootstrap_counts(7, 50, seed=3), bootstrap_counts(7, 50, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert (a.sum(axis=1) == 7).all()
+    assert not np.array_equal(a, bootstrap_counts(7, 50, seed=4))
+
+
+def test_best_layer_bootstrap_repeats_the_layer_choice():
+    # Two layers, each right on one of two pairs: each layer has accuracy 0.5, so the best-layer
+    # number is 0.5. A resample draws pair 1 twice, pair 2 twice (best layer: 1.0 either way) or
+    # each once (0.5), with probabilities 1/4, 1/4, 1/2: the optimism of picking a layer shows.
+    correct = np.array([[1.0, 0.0], [0.0, 1.0]])
+    result = best_layer_interval(correct, n_boot=4000, seed=1)
+    assert result.point == 0.5
+    assert result.low == 0.5 and result.high == 1.0
+    counts = bootstrap_counts(2, 4000, seed=1)
+    maxima = (counts @ correct / 2).max(axis=1)
+    assert np.mean(maxima == 1.0) == pytest.approx(0.5, abs=0.03)
+    # a layer right on every pair gives a zero-width interval at 1
+    perfect = best_layer_interval(np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]), n_boot=100)
+    assert (perfect.point, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
+
+
+def test_paired_difference_resamples_both_sides_together():
+    a = np.array([[1.0], [1.0], [0.0], [1.0]])
+    same = paired_difference(a, a.copy(), n_boot=200)
+    assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)  # paired: identical sides never differ
+    ones, zeros = np.ones((5, 2)), np.zeros((5, 3))
+    full = paired_difference(ones, zeros, n_boot=200)
+    assert (full.point, full.low, full.high) == (1.0, 1.0, 1.0)
+    # b is a but one pair worse: the difference is 0 or positive in every resample, 0.25 on the full set
+    b = np.array([[1.0], [1.0], [0.0], [0.0]])
+    diff = paired_difference(a, b, n_boot=2000, seed=2)
+    assert diff.point == 0.25 and diff.low >= 0.0 and diff.high <= 1.0
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_difference(a, np.ones((3, 1)))
+
+
+def test_pearson_interval_is_fisher_z_and_p_is_the_t_test():
+    x, y = [1, 2, 3, 4, 5], [2, 4, 5, 4, 5]
+    result = pearson(np.array(x), np.array(y))
+    # by hand: sum dx dy = 6, sum dx^2 = 10, sum dy^2 = 6 -> r = 6 / sqrt(60)
+    r = 6 / math.sqrt(60)
+    assert result.r == pytest.approx(r)
+    half = Z / math.sqrt(5 - 3)
+    assert result.low == pytest.approx(math.tanh(math.atanh(r) - half))
+    assert result.high == pytest.approx(math.tanh(math.atanh(r) + half))
+    # t = r sqrt(n - 2) / sqrt(1 - r^2) = 2.1213 with 3 degrees of freedom: p = 0.1240
+    assert result.p == pytest.approx(0.1240, abs=5e-4)
+    assert math.isnan(pearson(np.array([1.0, 2, 3]), np.array([1.0, 2, 4])).r)  # fewer than 4 points
+
+
+def test_mcnemar_is_the_exact_binomial_on_discordant_instructions():
+    ls = np.array([1, 1, 1, 1, 0, 1])
+    en = np.array([0, 0, 0, 1, 0, 1])
+    result = mcnemar(ls, en)
+    assert (result.only_a, result.only_b) == (3, 0)
+    assert result.p == pytest.approx(2 * 0.5**3)  # 3 of 3 discordant favour LS: 2 * (1/2)^3
+    assert result.rate_a == pytest.approx(5 / 6) and result.rate_b == pytest.approx(2 / 6)
+    assert result.difference.point == pytest.approx(0.5)
+    assert mcnemar(ls, ls).p == 1.0
+    with pytest.raises(ValueError, match="equally long"):
+        mcnemar(ls, en[:3])
+
+
+def test_pair_correct_counts_ties_as_wrong():
+    pos = np.array([[[2.0, 0.0]], [[1.0, 0.0]], [[0.0, 0.0]]])
+    neg = np.array([[[0.0, 0.0]], [[3.0, 0.0]], [[0.0, 0.0]]])
+    np.testing.assert_array_equal(pair_correct(np.array([[1.0, 0.0]]), pos, neg), [[1.0], [0.0], [0.0]])
+
+
+@pytest.mark.parametrize("orientation", ["authors", "majority"])
+def test_batched_cluster_mean_reextraction_matches_extract_vectors(orientation):
+    """The vectorised path must give the vectors extract_vectors gives on the same drawn, flipped pairs."""
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(size=(9, 3, 5)), rng.normal(size=(9, 3, 5))
+    pos[:, :, 0] += 0.3  # a weak signal, so the sign rule matters on some resamples
+    counts = bootstrap_counts(9, 20, seed=5)
+    signs = rng.choice([-1.0, 1.0], size=(20, 9))
+    batched = resampled_directions(pos, neg, counts, signs, "cluster_mean", orientation=orientation)
+    for b in range(20):
+        index = np.repeat(np.arange(9), counts[b].astype(int))
+        flip = signs[b, index] < 0
+        p = np.where(flip[:, None, None], neg[index], pos[index])
+        q = np.where(flip[:, None, None], pos[index], neg[index])
+        np.testing.assert_allclose(batched[b], extract_vectors(p, q, [1, 2, 3], orientation=orientation).directions,
+                                   atol=1e-12)
+
+
+def test_permutation_chance_on_a_two_pair_example():
+    # Training differences e1 and e2: a permutation with signs (s1, s2) gives the direction
+    # (s1, s2) / 2 (the sign rule keeps it: each flipped pair projects +1/2 on it). Test pairs
+    # e1 and e2 are then right iff s1 > 0 and s2 > 0: accuracy 0, 0.5, 1 with chance 1/4, 1/2, 1/4.
+    train_pos = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    train_neg = np.zeros_like(train_pos)
+    test_pos, test_neg = train_pos.copy(), train_neg.copy()
+    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1, quantile=0.5)[0] == 0.5
+    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1)[0] == 1.0
+    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1, quantile=0.1)[0] == 0.0
+
+
+def test_permutation_chance_is_deterministic_and_near_half_on_noise():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(size=(40, 2, 8)), rng.normal(size=(40, 2, 8))
+    a = permutation_chance(pos[:30], neg[:30], pos[30:], neg[30:], n_perm=300, seed=9)
+    b = permutation_chance(pos[:30], neg[:30], pos[30:], neg[30:], n_perm=300, seed=9)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (2,) and ((a >= 0.6) & (a <= 1.0)).all()  # 10 test pairs: the 95th percentile is well above 0.5
+
+
+def test_consistency_interval_is_exact_when_every_pair_agrees():
+    # Every en pair differs by (1, 0) and every fr pair by (1, 1): every resample gives the same
+    # vectors, so the cosine 1/sqrt(2) has a zero-width interval.
+    en_pos = np.tile([[[1.0, 0.0]]], (4, 1, 1))
+    fr_pos = np.tile([[[1.0, 1.0]]], (5, 1, 1))
+    result = consistency_interval({"en": (en_pos, np.zeros_like(en_pos)), "fr": (fr_pos, np.zeros_like(fr_pos))},
+                                  n_boot=50)
+    s = 1 / math.sqrt(2)
+    np.testing.assert_allclose(result.low, [[1, s], [s, 1]])
+    np.testing.assert_allclose(result.high, [[1, s], [s, 1]])
+    assert result.mean.point == pytest.approx(s) and result.mean.low == pytest.approx(s)
+
+
+def test_consistency_interval_widens_with_noisy_pairs():
+    rng = np.random.default_rng(1)
+    train = {lang: (rng.normal(size=(12, 2, 6)) + [1.0, 0, 0, 0, 0, 0], rng.normal(size=(12, 2, 6)))
+             for lang in ("en", "fr", "sw")}
+    result = consistency_interval(train, n_boot=100, seed=4)
+    assert result.mean.low < result.mean.point < result.mean.high
+    again = consistency_interval(train, n_boot=100, seed=4)
+    np.testing.assert_array_equal(result.low, again.low)

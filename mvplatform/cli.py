@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check", "card"], help="check: run the quality checks; card: print counts")
     p.add_argument("dataset", nargs="?", default="builtin:values", help="builtin:values or an MVALUE directory")
     p.add_argument("--write", type=Path, default=None, help="card: replace the counts block in this Markdown file")
+    p.add_argument("--max-length-share", type=float, default=0.60,
+                   help="check: fail when the share of untied pairs whose neg side is longer lies outside "
+                        "[1 - this, this] (default 0.60)")
+    p.add_argument("--max-cue-accuracy", type=float, default=0.60,
+                   help="check: fail when one surface feature (negation word, punctuation, first word) picks the "
+                        "pos side more accurately than this on the pairs that differ in it (default 0.60)")
+    p.add_argument("--min-cue-pairs", type=int, default=10,
+                   help="check: judge a cue only when at least this many pairs differ in it (default 10)")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
@@ -331,9 +339,12 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
+    from rich import box
+
     from mvplatform.catalog import CONCEPTS
     from mvplatform.data import builtin_root, resolve_dataset
-    from mvplatform.datacheck import check_concept, check_instructions, data_card_counts, replace_block
+    from mvplatform.datacheck import (CUE_NAMES, CueLimits, check_concept, check_instructions, data_card_counts,
+                                      replace_block, worst)
 
     root = resolve_dataset(args.dataset)
     if args.action == "card":
@@ -344,15 +355,42 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         else:
             sys.stdout.write(counts + "\n")
         return 0
-    problems = [f"{r.concept}_{r.language}: {p}" for c in CONCEPTS if (root / c).is_dir()
-                for r in check_concept(root, c) for p in r.problems]
+    limits = CueLimits(args.max_length_share, args.max_cue_accuracy, args.min_cue_pairs)
+    table = Table(title="surface cues: worst language, value, pairs differing in the cue", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False,
+                  caption="length: share of untied pairs whose neg side is longer; others: accuracy of the best "
+                          "one-feature rule on the pairs that differ in it")
+    for column in ("concept", "pairs", *CUE_NAMES):
+        table.add_column(column, no_wrap=True)
+    problems, cue_failures = [], []
+    for concept in [c for c in CONCEPTS if (root / c).is_dir()]:
+        reports = check_concept(root, concept, min_cue_pairs=limits.min_cue_pairs)
+        problems += [f"{r.concept}_{r.language}: {p}" for r in reports for p in r.problems]
+        failed = [f"{r.concept}_{r.language}: {f}" for r in reports for f in r.cue_problems(limits)]
+        cue_failures += failed
+        cells = []
+        for name in CUE_NAMES:
+            report = worst(reports, name, limits)
+            cue = report.cues[name] if report else None
+            if cue is None or cue.covered < limits.min_cue_pairs:
+                cells.append("–")
+                continue
+            value = f"{cue.share if cue.share is not None else cue.accuracy:.2f} {report.language} n{cue.covered}"
+            cells.append(f"[red]{value}[/]" if limits.failure(cue) else value)
+        table.add_row(concept, str(min((r.pairs for r in reports if r.pairs), default=0)), *cells)
+    console.print(table)
     if args.dataset == "builtin:values":
         instructions = check_instructions(builtin_root() / "instructions")
         problems += [f"instructions/{lang}: {p}" for lang, ps in instructions.items() for p in ps]
     for problem in problems:
-        console.print(f"[red]problem[/] {problem}", highlight=False)
-    console.print(f"{len(problems)} problem(s) in {root}")
-    return 1 if problems else 0
+        console.print(f"[red]problem[/] {problem}", highlight=False, soft_wrap=True)
+    for failure in cue_failures:
+        console.print(f"[red]cue[/] {failure}", highlight=False, soft_wrap=True)
+    console.print(f"{len(problems)} problem(s) and {len(cue_failures)} cue failure(s) in {root} (limits: length "
+                  f"share {1 - limits.max_length_share:.2f}-{limits.max_length_share:.2f}, other cues <= "
+                  f"{limits.max_cue_accuracy:.2f}, judged from {limits.min_cue_pairs} differing pairs)",
+                  highlight=False, soft_wrap=True)
+    return 1 if problems or cue_failures else 0
 
 
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:

@@ -2,8 +2,9 @@
 
 The checks are the data card's promises made executable: files parse, keys are parallel across
 languages, no pair is empty, identical or duplicated, each text is written in its language's
-script, and neither side is systematically longer. ``mvp data card`` prints the counts that
-``DATA.md`` shows, so they are never typed by hand.
+script, and no cheap surface cue tells the sides apart (:func:`measure_cues`: length, negation
+words, punctuation, the opening word). ``mvp data card`` prints the counts that ``DATA.md`` shows,
+so they are never typed by hand.
 """
 
 from __future__ import annotations
@@ -56,6 +57,166 @@ def length(text: str, language: str) -> int:
     return len(text) if language in ("zh", "ja") else len(text.split())
 
 
+# Negation markers per language (lower-cased text). Spaced languages match whole words or, where
+# negation is a verb prefix or suffix (fi, hu, sw, ny, ta, te, ko), word parts; zh and ja match
+# characters. The lists aim at the common forms, not completeness: a cue that these miss is missed.
+_W = r"(?<!\w)(?:{})(?!\w)"
+NEGATION: dict[str, str] = {
+    "en": _W.format("not|no|never|nothing|nobody|none|neither|nor|without|cannot|\\w+n['’]t"),
+    "fr": "(?<!\\w)n['’]|" + _W.format("ne|pas|jamais|rien|aucun|aucune|sans|ni|non|guère"),
+    "es": _W.format("no|nunca|jamás|nada|nadie|ningún|ninguno|ninguna|sin|ni|tampoco"),
+    "pt": _W.format("não|nunca|jamais|nada|ninguém|nenhum|nenhuma|sem|nem"),
+    "ca": _W.format("no|mai|res|ningú|cap|sense|ni|tampoc|gens"),
+    "vi": _W.format("không|chẳng|chả|chưa|đừng|chớ"),
+    "id": _W.format("tidak|tak|bukan|jangan|belum|tanpa|tiada|enggak|nggak"),
+    "fi": _W.format("en|et|ei|emme|ette|eivät|enkä|etkä|eikä|emmekä|ettekä|eivätkä|älä|älkää|ilman"),
+    "hu": _W.format("nem|ne|sem|soha|nélkül|nincs\\w*|sincs\\w*|semmi\\w*|senki\\w*|sehol|sehova"),
+    "sw": _W.format("si|sio|siyo|hapana|bila|wala|sina|huna|hana|hatuna|hamna|hawana|hakuna|"
+                    "(?!usiku)(?:siku|sija|sita|haku|haja|hawa|hatu|ham|usi|msi|wasi|tusi)\\w{2,}"),
+    "ny": _W.format("si|ayi|osati|palibe|alibe|ndilibe|tilibe|mulibe|kulibe|popanda|"
+                    "(?:sindi|sitin|sana|sada|sanga|musa|osa)\\w+"),
+    "zh": "不|没|沒|未|无|無|别(?!人)|勿|莫",
+    "ja": "ない|なかっ|なく|ません|ませんでし|ず(?:に|、|。)|せず|ぬ|無断|無視",
+    "ko": "않|(?<!잘)못|없|(?<!\\w)안(?!\\w)|말고|마세요|마라|지 마",
+    "ta": "இல்லை|ில்லை|மாட்ட|கூடாது|வேண்டாம்|அல்ல|ாமல்|முடியாது",
+    "te": "లేదు|లేక|లేని|లేను|లేరు|లేము|కాదు|వద్దు|కుండా|కూడదు|కుదరదు",
+}
+_NEGATION = {language: re.compile(pattern) for language, pattern in NEGATION.items()}
+
+
+def has_negation(text: str, language: str) -> bool:
+    """Whether ``text`` holds one of ``language``'s negation markers (False for a language without a list)."""
+    pattern = _NEGATION.get(language)
+    return bool(pattern and pattern.search(text.lower()))
+
+
+_FINAL = {"。": ".", "．": ".", "？": "?", "！": "!", "…": "."}
+_OPENING_JUNK = "¿¡\"'«»“”‘’([「『-–— "
+
+
+def final_mark(text: str) -> str:
+    """The closing punctuation mark ('.', '?', '!') or 'none'."""
+    last = text.rstrip().rstrip("\"'»”’)」』")[-1:]
+    last = _FINAL.get(last, last)
+    return last if last in ".?!" else "none"
+
+
+def opening(text: str, language: str) -> str:
+    """The first word, lower-cased (the first character for zh and ja, written without spaces)."""
+    text = text.lstrip(_OPENING_JUNK).lower()
+    if language in ("zh", "ja"):
+        return text[:1]
+    word = text.split(maxsplit=1)[0] if text.split() else ""
+    return word.rstrip(",.;:!?？！。、\"'»”’")
+
+
+@dataclass(frozen=True)
+class Cue:
+    """How well one surface feature alone picks the pos side of a pair.
+
+    ``accuracy`` is that of the best one-feature rule ("the side with the feature is pos", or
+    "the side without it") over the ``covered`` pairs whose two sides differ in the feature; 0.5
+    means no cue. For length, ``share`` is the share of untied pairs whose neg side is longer.
+    """
+
+    name: str
+    feature: str
+    accuracy: float
+    covered: int
+    total: int
+    share: float | None = None
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class CueLimits:
+    """Thresholds of ``mvp data check``: the length share must lie in [1 - max_length_share,
+    max_length_share], every other cue's accuracy at most ``max_cue_accuracy``; a cue is judged only
+    when at least ``min_cue_pairs`` pairs differ in it (fewer pairs say nothing either way)."""
+
+    max_length_share: float = 0.60
+    max_cue_accuracy: float = 0.60
+    min_cue_pairs: int = 10
+
+    def failure(self, cue: Cue) -> str | None:
+        """Why ``cue`` breaks these limits, or None."""
+        if cue.covered < self.min_cue_pairs:
+            return None
+        if cue.share is not None:
+            low = 1 - self.max_length_share
+            if not low <= cue.share <= self.max_length_share:
+                return (f"length cue: neg side longer in {cue.share:.2f} of {cue.covered} untied pairs "
+                        f"(allowed {low:.2f}-{self.max_length_share:.2f})")
+            return None
+        if cue.accuracy > self.max_cue_accuracy:
+            return (f"{cue.name} cue: {cue.feature} in {cue.accuracy:.2f} of the {cue.covered} pairs that differ in it "
+                    f"(coverage {cue.coverage:.2f}; allowed <= {self.max_cue_accuracy:.2f})")
+        return None
+
+
+def _rule(name: str, feature: str, flags: list[tuple[bool, bool]], total: int) -> Cue:
+    """Best rule on one binary feature given (pos has it, neg has it) per pair."""
+    differ = [pos for pos, neg in flags if pos != neg]
+    if not differ:
+        return Cue(name, feature, 0.5, 0, total)
+    pos_has = sum(differ)
+    side = "pos" if 2 * pos_has >= len(differ) else "neg"
+    return Cue(name, f"{feature} marks the {side} side", max(pos_has, len(differ) - pos_has) / len(differ),
+               len(differ), total)
+
+
+def _best(cues: list[Cue], min_pairs: int) -> Cue:
+    """The strongest cue among those with enough pairs, else the one covering most pairs."""
+    judged = [c for c in cues if c.covered >= min_pairs]
+    if judged:
+        return max(judged, key=lambda c: (c.accuracy, c.covered))
+    return max(cues, key=lambda c: (c.covered, c.accuracy))
+
+
+def measure_cues(sides: list[tuple[str, str]], language: str, min_pairs: int = CueLimits.min_cue_pairs
+                 ) -> dict[str, Cue]:
+    """Length, negation, punctuation and opening cues over (pos, neg) side texts of one file.
+
+    Sides are the texts that differ (not the shared ``scenario`` or ``question``). For punctuation
+    and opening several binary features are tried (each closing mark; '?' or '!' anywhere; each
+    first word) and the strongest with at least ``min_pairs`` differing pairs is kept.
+    """
+    total = len(sides)
+    untied = [length(neg, language) > length(pos, language) for pos, neg in sides
+              if length(neg, language) != length(pos, language)]
+    share = sum(untied) / len(untied) if untied else 0.5
+    cues = {"length": Cue("length", "longer side is neg" if share > 0.5 else "shorter side is neg",
+                          max(share, 1 - share), len(untied), total, share)}
+    cues["negation"] = _rule("negation", "a negation word",
+                             [(has_negation(p, language), has_negation(n, language)) for p, n in sides], total)
+    marks = sorted({final_mark(t) for pair in sides for t in pair})
+    punctuation = [_rule("punctuation", f"closing {mark!r}", [(final_mark(p) == mark, final_mark(n) == mark)
+                                                             for p, n in sides], total) for mark in marks]
+    punctuation += [_rule("punctuation", f"{mark!r} anywhere", [(mark in p or full in p, mark in n or full in n)
+                                                               for p, n in sides], total)
+                    for mark, full in (("?", "？"), ("!", "！"))]
+    cues["punctuation"] = _best(punctuation, min_pairs)
+    words = sorted({opening(t, language) for pair in sides for t in pair})
+    openings = [_rule("opening", f"first word {word!r}", [(opening(p, language) == word, opening(n, language) == word)
+                                                         for p, n in sides], total) for word in words]
+    cues["opening"] = _best(openings, min_pairs) if openings else Cue("opening", "none", 0.5, 0, total)
+    return cues
+
+
+def side_texts(tree: object) -> list[tuple[str, str]]:
+    """(pos, neg) of every leaf of an MVALUE tree whose sides are non-empty strings and differ."""
+    if not isinstance(tree, dict):
+        return []
+    if "pos" in tree or "neg" in tree:
+        pos, neg = tree.get("pos"), tree.get("neg")
+        ok = isinstance(pos, str) and isinstance(neg, str) and pos.strip() and neg.strip() and pos != neg
+        return [(pos, neg)] if ok else []
+    return [pair for child in tree.values() for pair in side_texts(child)]
+
+
 @dataclass
 class FileReport:
     concept: str
@@ -63,11 +224,21 @@ class FileReport:
     pairs: int = 0
     neg_longer: float = 0.5  # among pairs of unequal length, the share whose neg side is longer (0.5 = no cue)
     problems: list[str] = field(default_factory=list)
+    cues: dict[str, Cue] = field(default_factory=dict)  # kept apart from problems: see cue_problems
+
+    def cue_problems(self, limits: CueLimits = CueLimits()) -> list[str]:
+        """The cues of this file that break ``limits``."""
+        return [failure for cue in self.cues.values() if (failure := limits.failure(cue))]
 
 
 def check_concept(root: Path, concept: str, languages: Iterable[str] = LANGUAGES,
-                  reference: str = "en", min_pairs: int = MIN_PAIRS) -> list[FileReport]:
-    """One report per language file of ``concept``; parallel keys are checked against ``reference``."""
+                  reference: str = "en", min_pairs: int = MIN_PAIRS,
+                  min_cue_pairs: int = CueLimits.min_cue_pairs) -> list[FileReport]:
+    """One report per language file of ``concept``; parallel keys are checked against ``reference``.
+
+    ``problems`` lists what breaks the format promises; the cues are measured into ``cues`` and
+    judged separately (:meth:`FileReport.cue_problems`), so a caller can choose its thresholds.
+    """
     reports, reference_keys, reference_texts = [], None, {}
     for language in [reference, *[lang for lang in languages if lang != reference]]:
         report = FileReport(concept, language)
@@ -102,10 +273,25 @@ def check_concept(root: Path, concept: str, languages: Iterable[str] = LANGUAGES
             untranslated = sum(reference_texts.get(p.key) == p.pos for p in pairs)
             if untranslated > len(pairs) // 10:
                 report.problems.append(f"{untranslated} pos texts identical to {reference}: untranslated?")
-        differ = [length(p.neg, language) > length(p.pos, language)
-                  for p in pairs if length(p.neg, language) != length(p.pos, language)]
-        report.neg_longer = sum(differ) / len(differ) if differ else 0.5
+        report.cues = measure_cues(side_texts(raw), language, min_cue_pairs)
+        report.neg_longer = report.cues["length"].share  # type: ignore[assignment]  # always set for length
     return reports
+
+
+CUE_NAMES = ("length", "negation", "punctuation", "opening")
+
+
+def worst(reports: Iterable[FileReport], name: str, limits: CueLimits = CueLimits()) -> FileReport | None:
+    """The report whose ``name`` cue is strongest (length: share farthest from 0.5), judged ones first."""
+    measured = [r for r in reports if name in r.cues]
+    if not measured:
+        return None
+
+    def strength(report: FileReport) -> tuple[bool, float]:
+        cue = report.cues[name]
+        return cue.covered >= limits.min_cue_pairs, abs(cue.share - 0.5) if cue.share is not None else cue.accuracy
+
+    return max(measured, key=strength)
 
 
 def _leaf_count(node: object) -> list[int]:

@@ -6,8 +6,8 @@ import pytest
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES
 from mvplatform.data import builtin_root, load_split
-from mvplatform.datacheck import (MIN_PAIRS, check_concept, check_instructions, data_card_counts, replace_block,
-                                  script_problem)
+from mvplatform.datacheck import (MIN_PAIRS, CueLimits, check_concept, check_instructions, data_card_counts,
+                                  replace_block, script_problem)
 
 VALUES = builtin_root() / "values"
 
@@ -19,6 +19,19 @@ def test_every_language_file_of_a_concept_passes_the_checks(concept):
     problems = [f"{r.language}: {p}" for r in reports for p in r.problems]
     assert not problems, "\n".join(problems[:20])
     assert all(r.pairs >= MIN_PAIRS for r in reports)
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_no_cheap_surface_cue_separates_the_sides(concept):
+    # TRANSITION (issue 21, data v2): version-1 files (64 pairs) break these thresholds; the v2
+    # writers are adding pairs 065-128 per concept right now. Until every file of a concept holds
+    # >= 128 pairs, that concept is skipped here; once all are at 128, drop the skip (the thresholds
+    # themselves must stay: length share in [0.40, 0.60], other cues <= 0.60).
+    reports = check_concept(VALUES, concept)
+    if any(r.pairs < 128 for r in reports):
+        pytest.skip(f"{concept}: not every file has 128 pairs yet (data v2 in progress)")
+    failures = [f"{r.language}: {f}" for r in reports for f in r.cue_problems(CueLimits())]
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("concept", ["deontology", "truthfulness"])

@@ -158,3 +158,113 @@ def test_without_sandbox_paths_resolve_as_before(spec_dir):
 def test_data_spec_sandbox_is_off_by_default():
     assert (DataSpec().sandbox, DataSpec().data_root) == (False, None)
     assert DataSpec(sandbox=True, data_root="shared").data_root == "shared"
+
+
+# ---------------------------------------------------------------------------------------------
+# Surface cues (mvplatform.datacheck.measure_cues): shares computed by hand on tiny data sets
+
+CUE_SIDES = [
+    ("I returned the wallet.", "I kept the wallet and the cash."),  # 4 / 7 words: neg longer
+    ("I paid for the bread.", "I did not pay for the bread."),  # 5 / 7: neg longer; "not" on neg
+    ("Honestly, I told her.", "I lied to her."),  # 4 / 4: tied; first words "honestly" / "i"
+    ("I never lie to friends.", "I lie to friends."),  # 5 / 4: neg shorter; "never" on pos
+    ("I waited my turn!", "I pushed to the front."),  # 4 / 5: neg longer; closing "!" / "."
+    ("Gladly, I shared it.", "I hid it."),  # 4 / 3: neg shorter; first words "gladly" / "i"
+    ("I told the truth.", "I didn't tell the truth."),  # 4 / 5: neg longer; "didn't" on neg
+]
+
+
+def test_cues_on_a_hand_made_set_match_hand_counts():
+    from mvplatform.datacheck import measure_cues
+
+    cues = measure_cues(CUE_SIDES, "en", min_pairs=1)
+    length = cues["length"]  # 6 untied pairs, neg longer in 4 (pairs 1, 2, 5, 7)
+    assert (length.share, length.accuracy, length.covered, length.total) == (4 / 6, 4 / 6, 6, 7)
+    negation = cues["negation"]  # differs in pairs 2, 4, 7; on the neg side in 2 of them
+    assert (negation.accuracy, negation.covered, negation.feature) == (2 / 3, 3, "a negation word marks the neg side")
+    assert negation.coverage == 3 / 7
+    punctuation = cues["punctuation"]  # only pair 5 differs: "!" closes pos, "." closes neg
+    assert (punctuation.accuracy, punctuation.covered) == (1.0, 1)
+    opening = cues["opening"]  # "i" opens the neg side in the two pairs (3, 6) whose openings differ
+    assert (opening.accuracy, opening.covered, opening.feature) == (1.0, 2, "first word 'i' marks the neg side")
+
+
+def test_cue_limits_fail_only_judged_cues_beyond_the_thresholds():
+    from mvplatform.datacheck import CueLimits, FileReport, measure_cues
+
+    report = FileReport("morality", "en", pairs=7, cues=measure_cues(CUE_SIDES, "en", min_pairs=1))
+    failed = report.cue_problems(CueLimits(0.60, 0.60, min_cue_pairs=2))  # punctuation: 1 pair, not judged
+    assert [f.split(" cue")[0] for f in failed] == ["length", "negation", "opening"]
+    assert "0.67 of 6 untied pairs (allowed 0.40-0.60)" in failed[0]
+    assert [f.split(" cue")[0] for f in report.cue_problems(CueLimits(0.60, 0.60, min_cue_pairs=4))] == ["length"]
+    assert report.cue_problems(CueLimits(0.70, 1.0, min_cue_pairs=1)) == []
+    assert len(report.cue_problems(CueLimits(0.70, 0.99, min_cue_pairs=1))) == 2  # opening and punctuation: 1.0
+
+
+def test_cues_read_the_sides_not_the_shared_scenario_and_count_characters_in_chinese(tmp_path):
+    from mvplatform.datacheck import check_concept
+
+    write_mvalue(tmp_path, "deontology", "en", {"work": {
+        "001": {"scenario": "Can you cover my shift?", "pos": "No, I am sick.", "neg": "Yes, gladly."},
+        "002": {"scenario": "Can you cover my shift?", "pos": "Sure.", "neg": "No, I want to sleep."},
+        "003": {"scenario": "Will you feed the cat?", "pos": "Yes, at eight.", "neg": "No."}}})
+    write_mvalue(tmp_path, "deontology", "zh", {"work": {
+        "001": {"scenario": "你能替我的班吗？", "pos": "不行，我病了。", "neg": "好的。"},
+        "002": {"scenario": "你能替我的班吗？", "pos": "行。", "neg": "不行，我想睡觉。"},
+        "003": {"scenario": "你会喂猫吗？", "pos": "会，八点喂。", "neg": "不会。"}}})
+    en, zh = check_concept(tmp_path, "deontology", ["en", "zh"], min_pairs=0, min_cue_pairs=2)  # "sure": 1 pair
+    assert en.cues["length"].share == 1 / 3  # words: 4/2, 1/5, 3/1 -> neg longer once
+    assert en.cues["opening"].feature == "first word 'no' marks the neg side"  # 'no': pos in 1, neg in 2 -> 2/3
+    assert en.cues["opening"].accuracy == 2 / 3 and en.cues["opening"].covered == 3
+    assert en.cues["punctuation"].covered == 0  # every side closes with "."; the scenarios' "?" do not count
+    assert zh.cues["length"].share == 1 / 3  # characters: 7/3, 2/8, 6/3
+    negation = zh.cues["negation"]  # 不 on pos in 001, on neg in 002 and 003
+    assert (negation.accuracy, negation.covered) == (2 / 3, 3)
+    assert zh.neg_longer == 1 / 3
+
+
+@pytest.mark.parametrize(("language", "negated", "plain"), [
+    ("en", "I didn't tell her.", "I told her."),
+    ("fr", "Je n'ai rien dit.", "J'ai tout dit."),
+    ("es", "No le dije nada.", "Le dije todo."),
+    ("pt", "Eu não contei a ela.", "Eu contei a ela."),
+    ("ca", "No li vaig dir res.", "Li ho vaig dir tot."),
+    ("vi", "Tôi không nói với cô ấy.", "Tôi đã nói với cô ấy."),
+    ("id", "Saya tidak memberitahunya.", "Saya memberitahunya."),
+    ("fi", "En kertonut hänelle.", "Kerroin hänelle."),
+    ("hu", "Nem mondtam el neki.", "Elmondtam neki."),
+    ("sw", "Sikumwambia.", "Nilimwambia usiku."),
+    ("ny", "Sindinamuuze.", "Ndinamuuza."),
+    ("zh", "我没有告诉她。", "我告诉了别人。"),
+    ("ja", "彼女に言わなかった。", "彼女に言った。"),
+    ("ko", "나는 그녀에게 말하지 않았다.", "나는 잘못을 말했다."),
+    ("ta", "நான் அவளிடம் சொல்லவில்லை.", "நான் அவளிடம் சொன்னேன்."),
+    ("te", "నేను ఆమెకు చెప్పలేదు.", "నేను ఆమెకు చెప్పాను."),
+])
+def test_negation_markers_per_language(language, negated, plain):
+    from mvplatform.datacheck import has_negation
+
+    assert has_negation(negated, language) and not has_negation(plain, language)
+
+
+def test_final_mark_and_opening_ignore_wrapping_punctuation():
+    from mvplatform.datacheck import final_mark, opening
+
+    assert (final_mark("¿Por qué no?"), opening("¿Por qué no?", "es")) == ("?", "por")
+    assert (final_mark("私は行かない。"), opening("私は行かない。", "ja")) == (".", "私")
+    assert (final_mark('He said "stop!"'), opening('"Well, fine."', "en")) == ("!", "well")
+    assert final_mark("No mark") == "none"
+
+
+def test_data_check_cli_reports_cues_and_takes_thresholds(tmp_path, capsys):
+    from mvplatform.cli import main
+
+    write_mvalue(tmp_path, "morality", "en", {"g": {f"{i:03}": {"pos": s[0], "neg": s[1]}
+                                                    for i, s in enumerate(CUE_SIDES)}})
+    assert main(["data", "check", str(tmp_path), "--min-cue-pairs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "morality_en: length cue: neg side longer in 0.67 of 6 untied pairs" in out
+    assert "3 cue failure(s)" in out
+    main(["data", "check", str(tmp_path), "--min-cue-pairs", "1", "--max-length-share", "0.7",
+          "--max-cue-accuracy", "1.0"])
+    assert "0 cue failure(s)" in capsys.readouterr().out

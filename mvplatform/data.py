@@ -9,6 +9,7 @@ shipped inside this package; any other value is a directory in the same layout.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from mvplatform.errors import DataError
 
 BUILTIN_PREFIX = "builtin:"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,14 +111,42 @@ def read_pairs(root: Path, concept: str, language: str) -> list[ContrastPair]:
         present = sorted(p.stem.removeprefix(f"{concept}_") for p in (root / concept).glob(f"{concept}_*.json"))
         raise DataError(f"{path}: missing data file for concept {concept!r} and language {language!r}; "
                         f"languages present for this concept: {', '.join(present) or 'none'}")
-    try:
-        tree = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    tree = read_json(path)
     pairs = [pair for pair in _leaves(tree, (), path) if pair.pos != pair.neg]
     if not pairs:
         raise DataError(f"{path}: no usable contrast pairs (every pair is missing or has pos == neg)")
-    return pairs
+    seen: set[tuple[str, str]] = set()
+    unique = [pair for pair in pairs if not ((pair.pos, pair.neg) in seen or seen.add((pair.pos, pair.neg)))]
+    if len(unique) < len(pairs):
+        log.warning("%s: %d pair(s) repeat an earlier pair's texts and were dropped (a repeat could sit in both "
+                    "the train and the test split)", path, len(pairs) - len(unique))
+    return unique
+
+
+def read_json(path: Path) -> Any:
+    """A UTF-8 JSON data file, refusing duplicate keys (JSON would keep the last one silently) and
+    nesting too deep for the parser, each with a message instead of a traceback."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 (byte offset {exc.start}); save the file as UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); fix the syntax there") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a data file; an MVALUE file is "
+                        "{group: {id: {pos, neg}}}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DataError(f"{path}: duplicate key {key!r} in one object; JSON would silently keep only the last "
+                            "one (and drop a pair): give each group and id its own key")
+        seen[key] = value
+    return seen
 
 
 def _leaves(node: Any, keys: tuple[str, ...], path: Path) -> list[ContrastPair]:
@@ -200,8 +230,8 @@ def load_instructions(language: str, search_fraction: float = 0.5, seed: int = 1
         check_inside(path, sandbox_root, "control.instructions")
     if not path.is_file():
         raise DataError(f"{path}: no control instructions for language {language!r}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    kinds = {kind: data.get(kind) for kind in ("harmful", "harmless")}
+    data = read_json(path)
+    kinds = {kind: data.get(kind) if isinstance(data, dict) else None for kind in ("harmful", "harmless")}
     if not all(isinstance(items, dict) and items for items in kinds.values()):
         raise DataError(f"{path}: needs non-empty objects 'harmful' and 'harmless' of id -> instruction")
     ids = sorted(kinds["harmful"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -242,16 +243,39 @@ def model_depth(spec: ModelSpec, cache_dir: Path | None = None) -> int:
     location = model_location(spec, cache_dir)
     from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the config of model {spec.name!r} ({str(exc).splitlines()[0][:200]}). "
-                         "Without network, hub ids cannot be reached: use a packaged alias or a local "
-                         "directory") from None
-    depth = config_depth(config)
+    try:  # never with the model's own code: a check must not run what it checks
+        config = AutoConfig.from_pretrained(location, revision=spec.revision, trust_remote_code=False)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise _unreadable_config(spec, exc) from None
+        if not spec.trust_remote_code:
+            raise ModelError(f"model {spec.name!r} ships its own Python code, which mvp runs only on an explicit "
+                             "opt-in: set model.trust_remote_code: true in the spec if you trust its author "
+                             "(validation reads config.json as data and never runs that code)") from None
+        depth = _depth_from_config_file(Path(location), spec)
+    except OSError as exc:
+        raise _unreadable_config(spec, exc) from None
+    else:
+        depth = config_depth(config)
     if not depth:
         raise ModelError(f"model {spec.name!r}: its config names no number of layers")
     return depth
+
+
+def _unreadable_config(spec: ModelSpec, exc: Exception) -> ModelError:
+    return ModelError(f"cannot read the config of model {spec.name!r} ({str(exc).splitlines()[0][:200]}). "
+                      "Without network, hub ids cannot be reached: use a packaged alias or a local directory")
+
+
+def _depth_from_config_file(location: Path, spec: ModelSpec) -> int | None:
+    """Decoder layers from ``config.json`` read as plain JSON, for models whose config class is custom code."""
+    try:
+        raw = json.loads((location / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _unreadable_config(spec, exc) from None
+    text = raw.get("text_config", raw) if isinstance(raw, dict) else {}
+    depth = text.get("num_hidden_layers") or text.get("n_layer") if isinstance(text, dict) else None
+    return int(depth) if isinstance(depth, int) else None
 
 
 def config_depth(config: object) -> int | None:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import reprlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 from mvplatform.catalog import CONCEPTS, HIGH_RESOURCE, LANGUAGES
 from mvplatform.concepts import DIRECTION_METHODS
@@ -31,6 +34,9 @@ CROSS_LINGUAL: tuple[str, ...] = ANALYSES[1:]
 Analysis = Literal["recognition", "consistency", "transferability", "linguistic"]
 LinguisticFeature = Literal["genetic", "geographic", "syntactic", "phonological"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Submission and experiment names become run names and a folder of the artifact store: names, never paths.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_NAME_LENGTH = 100
 
 
 class StrictModel(BaseModel):
@@ -53,7 +59,9 @@ class ModelSpec(StrictModel):
         description="How each input is wrapped: auto (chat template when the tokenizer has one), "
         "chat, plain, or a template containing {input}, e.g. '[INST] {input} [/INST] '.",
     )
-    trust_remote_code: bool = Field(False, description="Run code shipped with a hub model (explicit opt-in).")
+    trust_remote_code: StrictBool = Field(
+        False, description="Run code shipped with a hub model at submit (explicit opt-in: a YAML true, never a "
+        "string). Validation never runs it.")
     device_map: Literal["auto"] | None = Field(
         None, description="auto: spread a model larger than one GPU over all GPUs its worker holds "
         "(accelerate's device_map; give the worker that many GPUs with resources.gpus_per_worker).")
@@ -98,7 +106,7 @@ class DataSpec(StrictModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of pairs held out for recognition.")
     seed: int = Field(1, description="Seed of the pair shuffle (the paper uses 1).")
     max_pairs: int | None = Field(None, ge=2, description="Use at most this many pairs per concept and language.")
-    sandbox: bool = Field(
+    sandbox: StrictBool = Field(
         False, description="Refuse data paths outside the spec's folder (or data_root): data.dataset and "
         "control.instructions, after resolving .. and symlinks; builtin: data is always allowed.")
     data_root: str | None = Field(
@@ -120,6 +128,17 @@ class ExtractSpec(StrictModel):
         "all", description="Decoder layers to analyse, 1-based, or all."
     )
     batch_size: int = Field(16, ge=1, description="Inputs per forward pass.")
+    orientation: Literal["authors", "majority"] = Field(
+        "authors", description="How a direction is signed. authors (the paper's code): cluster_mean keeps the raw "
+        "mean difference pos - neg, other methods take repe's sign rule; majority: flip each layer's direction so "
+        "pos projects above neg on most training pairs.")
+    folds: int = Field(
+        1, ge=1, description="Recognition tested by K-fold cross-validation over every pair of a cell (K >= 2): "
+        "each pair tested once by vectors from the other folds, accuracy pooled; the logged vectors still come from "
+        "the training split. 1: the paper's single train/test split.")
+    intervals: StrictBool = Field(
+        True, description="95% intervals, the label-permutation chance level and surface baselines (length, "
+        "bag of words) beside every recognition number; no model runs for them. false: bare numbers, as the paper.")
 
     @field_validator("method")
     @classmethod
@@ -149,6 +168,13 @@ class AnalysisSpec(StrictModel):
         default_factory=lambda: ["genetic", "geographic", "syntactic", "phonological"], min_length=1,
         description="URIEL features correlated with concept-vector similarity (Table 1).",
     )
+    similarity_source: Literal["uriel_distance", "feature_cosine"] = Field(
+        "uriel_distance", description="Linguistic similarity: uriel_distance (1 - URIEL's own distances, as the "
+        "paper; shipped for its 16 languages, `mvp similarity`) or feature_cosine (cosine of URIEL feature "
+        "vectors, for other languages).")
+    layer_reduction: Literal["max", "mean"] = Field(
+        "max", description="How consistency reduces a language pair's cosine over layers for heatmaps and Table 1: "
+        "max (the paper's) or mean.")
 
 
 class ResultsSpec(StrictModel):
@@ -179,7 +205,8 @@ class ResourcesSpec(StrictModel):
 class TrackingSpec(StrictModel):
     """Where results go in MLflow."""
 
-    experiment: str | None = Field(None, description="MLflow experiment; default: the spec's name.")
+    experiment: str | None = Field(None, pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH,
+                                   description="MLflow experiment (a name, never a path); default: the spec's name.")
     uri: str | None = Field(
         None, description="Tracking URI; default: $MLFLOW_TRACKING_URI, else a local store in the working directory."
     )
@@ -308,7 +335,7 @@ class ControlSpec(StrictModel):
 class Spec(StrictModel):
     """A whole submission."""
 
-    name: str = Field("mvp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the submission.")
+    name: str = Field("mvp", pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH, description="Name of the submission.")
     model: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="One model or a list.")
     data: DataSpec = Field(default_factory=DataSpec)
     extract: ExtractSpec = Field(default_factory=ExtractSpec)
@@ -391,10 +418,11 @@ class Spec(StrictModel):
 
 
 def _check_names(values: list[str], valid: tuple[str, ...], kind: str) -> list[str]:
+    known = set(valid)
     for value in values:
-        if value not in valid:
+        if value not in known:
             raise ValueError(f"unknown {kind} {value!r}{_did_you_mean(value, valid)}; valid: {', '.join(valid)}")
-    duplicates = sorted({v for v in values if values.count(v) > 1})
+    duplicates = sorted(value for value, count in Counter(values).items() if count > 1)
     if duplicates:
         raise ValueError(f"{kind} {', '.join(duplicates)} listed twice; list each once")
     return values
@@ -416,21 +444,96 @@ def load_spec(path: str | Path) -> Spec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file; check the path (try experiments/quickstart.yaml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read the spec ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raw = path.read_bytes()
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(f"{path}:{line}: the spec is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror or exc}); check the path and its permissions") from None
     return parse_spec(text, source=str(path))
 
 
-def parse_spec(text: str, source: str = "<spec>") -> Spec:
-    """Validate spec text; ``source`` names the file in messages."""
+# Bounds of the YAML loader: a spec is a few kB; these stop alias bombs and deep nesting early.
+MAX_SPEC_CHARS = 1_000_000
+MAX_SPEC_NODES = 100_000  # YAML nodes after alias expansion
+
+
+def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The composed node tree (for line numbers) and the plain data of a spec, within bounded work.
+
+    Refused with a :class:`SpecError`: invalid YAML, duplicate keys (YAML would keep the last one
+    silently), more than :data:`MAX_SPEC_CHARS` characters, nesting deeper than the parser's
+    recursion limit, and aliases that expand to more than :data:`MAX_SPEC_NODES` nodes.
+    """
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"{source}: the spec has {len(text):,} characters, more than the limit of "
+                        f"{MAX_SPEC_CHARS:,}; a spec is a few kB: move data into data files")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        _check_tree(root, source)
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{where}: invalid YAML: {problem}; fix the syntax at that position") from None
+    except RecursionError:
+        raise SpecError(f"{source}: the YAML is nested too deeply to be a spec; remove the nesting") from None
+    return root, data
+
+
+def _check_tree(root: yaml.Node | None, source: str) -> None:
+    """Duplicate keys and the expanded size, in one iterative pass (aliases are shared nodes)."""
+    if root is None:
+        return
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+            if size[id(node)] > MAX_SPEC_NODES:
+                raise SpecError(f"{source}:{node.start_mark.line + 1}: more than {MAX_SPEC_NODES:,} values from "
+                                "here on, counting what YAML aliases expand to (an alias bomb?); a spec is small: "
+                                "write the values out or remove them")
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in on_path:
+            raise SpecError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to its own anchor; "
+                            "a spec cannot be recursive")
+        on_path.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, source)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
+    seen: dict[Any, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise SpecError(f"{source}:{line}: duplicate key {key.value!r} (first at line {seen[key.value]}); "
+                            "YAML would silently keep only the last one: remove or merge one of them")
+        seen[key.value] = line
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Validate spec text; ``source`` names the file in messages."""
+    root, data = load_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -446,7 +549,9 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple[int, str]:
     """(line, message) of one pydantic error, located in the YAML text."""
     loc = _clean_loc(err["loc"], keep_last=err["type"] == "extra_forbidden")
-    message = err["msg"].removeprefix("Value error, ")
+    message = _FRIENDLY.get(err["type"], err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        message = "must be a name, not a path: letters, digits, _ . and -, starting with a letter or digit"
     if not loc:  # a whole-spec check names its field first ("control.concept ..."): point there
         head = message.split(" ", 1)[0].rstrip(":")
         if head.split(".")[0] in Spec.model_fields:
@@ -463,12 +568,17 @@ def _describe(err: dict[str, Any], root: yaml.Node | None, source: str) -> tuple
         return line or 0, f"  {where}: {field}: unknown field{hint}; valid fields here: {', '.join(valid)}"
     if err.get("input") is _MISSING:
         return line or 0, f"  {where}: {field}: {message}"
-    got = repr(err.get("input"))
+    got = _SHORT_REPR.repr(err.get("input"))  # bounded work whatever the input's size
     got = got if len(got) <= 80 else got[:77] + "..."
     return line or 0, f"  {where}: {field}: {message} (got {got})"
 
 
 _MISSING = object()
+_FRIENDLY = {  # pydantic's message where it names no fix
+    "bool_type": "a switch takes a YAML boolean: write true or false, without quotes",
+}
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxdict, _SHORT_REPR.maxlist, _SHORT_REPR.maxstring = 2, 4, 4, 60
 
 
 _BRANCH_LABELS = {"float", "int", "str", "bool", "none"}

@@ -40,7 +40,7 @@ SPEC_CASES = [
     ("cross-lingual with one language", "data: {languages: [en]}\nanalyses: [consistency]\n",
      r"compare languages: list at least 2"),
     ("unknown analysis", "analyses: [telepathy]\n", r"analyses\[0\]"),
-    ("bad name", "name: 'my run!'\n", r"name: String should match pattern"),
+    ("bad name", "name: 'my run!'\n", r"name: must be a name, not a path"),
     ("control strength low > high", "control:\n  search:\n    strength: [1.0, -1.0]\n",
      r"spec.yaml:3: control.search.strength: range \[1.0, -1.0\] is empty"),
     ("control trials < 1", "control:\n  search: {trials: 0}\n", r"control.search.trials: Input should be greater than or equal to 1"),
@@ -98,7 +98,7 @@ def test_too_few_pairs_for_a_split(tmp_path):
 def test_data_file_that_is_not_json(tmp_path):
     (tmp_path / "fairness").mkdir()
     (tmp_path / "fairness" / "fairness_en.json").write_text("{not json")
-    with pytest.raises(DataError, match=r"fairness_en.json: not valid UTF-8 JSON"):
+    with pytest.raises(DataError, match=r"fairness_en.json:1:2: not valid JSON"):
         read_pairs(tmp_path, "fairness", "en")
 
 

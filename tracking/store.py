@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from mvplatform.errors import TrackingError
+from mvplatform.spec import NAME_PATTERN
 
 DEFAULT_DB = "mlflow.db"
 
@@ -87,5 +89,10 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     """
     if not uri.startswith("sqlite:///"):
         return None
-    database = Path(uri.removeprefix("sqlite:///"))
-    return (database.parent / "mlruns" / experiment).resolve().as_uri()
+    artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").resolve()
+    location = (artifacts / experiment).resolve()
+    if not re.fullmatch(NAME_PATTERN, experiment) or location.parent != artifacts:
+        raise TrackingError(f"experiment name {experiment!r} is not a plain name (letters, digits, _ . -, starting "
+                            "with a letter or digit); it would place artifacts outside the store. Rename "
+                            "tracking.experiment (or the spec's name)")
+    return location.as_uri()

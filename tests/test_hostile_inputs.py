@@ -1,0 +1,178 @@
+"""Hostile but realistic inputs (issue 24): refused with exit 2 and a message naming where and what
+to fix; no traceback, no write outside the store, no model code run without a real yes, and the
+loader's work bounded whatever the input."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mvplatform.cli import main
+from mvplatform.data import load_instructions, read_json, read_pairs
+from mvplatform.errors import DataError, SpecError, TrackingError
+from mvplatform.spec import MAX_SPEC_NODES, load_spec, parse_spec
+from tracking.store import artifact_location
+from tests.conftest import write_mvalue
+
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9 if i else ['x'] * 9)}]\n" for i in range(9)) + "name: [*l8]\n"
+
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal_and_private_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps at the terminal width
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+SPEC_CASES = [
+    # (case, spec text, pattern the message must match)
+    ("experiment as a relative path", "tracking: {experiment: ../../etc}\n",
+     r"spec.yaml:1: tracking.experiment: must be a name, not a path"),
+    ("experiment as an absolute path", "tracking: {experiment: /tmp/elsewhere}\n",
+     r"tracking.experiment: must be a name, not a path"),
+    ("name as a path", "name: ../up\n", r"spec.yaml:1: name: must be a name, not a path"),
+    ("10,000-character name", f"name: {'a' * 10_000}\n", r"name: String should have at most 100 characters"),
+    ("trust_remote_code as a string", "model: {name: x, trust_remote_code: 'yes'}\n",
+     r"model.trust_remote_code: a switch takes a YAML boolean: write true or false, without quotes \(got 'yes'\)"),
+    ("sandbox as a string", "data: {sandbox: 'true'}\n", r"data.sandbox: a switch takes a YAML boolean"),
+    ("duplicate top-level key", "name: a\ndata: {seed: 1}\nname: b\n",
+     r"spec.yaml:3: duplicate key 'name' \(first at line 1\)"),
+    ("duplicate nested key", "data:\n  languages: [en, fr]\n  languages: [sw]\n", r"spec.yaml:3: duplicate key 'languages'"),
+    ("alias bomb", BOMB, rf"more than {MAX_SPEC_NODES:,} values .*alias bomb"),
+    ("recursive alias", "data: &a {nested: *a}\n", r"spec.yaml:1: a YAML alias refers to its own anchor"),
+    ("deep nesting", "name: " + "[" * 50_000 + "]" * 50_000 + "\n", r"nested too deeply"),
+    ("huge spec", "name: x\n" + "#" * 1_100_000 + "\n", r"more than the limit of 1,000,000"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "pattern"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
+def test_hostile_spec_is_refused_with_a_located_message(tmp_path, case, text, pattern):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=pattern):
+        load_spec(path)
+
+
+def test_a_real_yaml_boolean_still_opts_in():
+    assert parse_spec("model: {name: x, trust_remote_code: true}").models[0].trust_remote_code is True
+    assert parse_spec("data: {sandbox: false}").data.sandbox is False
+
+
+def test_a_long_language_list_is_checked_in_linear_time():
+    """100,000 entries: the duplicate check once took minutes (quadratic); now it names the duplicate."""
+    languages = ["en", "fr"] + ["sw"] * 49_999
+    with pytest.raises(SpecError, match="language sw listed twice"):
+        parse_spec(json.dumps({"data": {"languages": languages}}))
+
+
+def test_a_non_utf8_spec_names_the_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: x\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"latin1.yaml:2: the spec is not UTF-8 .*save the file as UTF-8"):
+        load_spec(path)
+
+
+def test_artifacts_never_leave_the_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert artifact_location(uri, "my-study") == (tmp_path / "mlruns" / "my-study").resolve().as_uri()
+    for bad in ("../../etc", "/etc", "a/b", "..", ""):
+        with pytest.raises(TrackingError, match="not a plain name"):
+            artifact_location(uri, bad)
+
+
+@pytest.fixture
+def model_with_its_own_code(tmp_path) -> Path:
+    """A local model folder whose config class is custom code that leaves a mark when it runs."""
+    folder = tmp_path / "custom-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "mvp-custom-net", "num_hidden_layers": 4,
+        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}))
+    (folder / "configuration_custom.py").write_text(textwrap.dedent("""
+        import pathlib
+        pathlib.Path(__file__).with_name("CODE_RAN").write_text("yes")
+        from transformers import PretrainedConfig
+        class CustomConfig(PretrainedConfig):
+            model_type = "mvp-custom-net"
+    """))
+    return folder
+
+
+def _deep_spec(tmp_path: Path, model: Path, trust: bool) -> Path:
+    spec = tmp_path / "custom.yaml"
+    spec.write_text(f"name: custom\nmodel: {{name: '{model}', trust_remote_code: {str(trust).lower()}}}\n"
+                    "data: {concepts: [morality], languages: [en]}\nanalyses: [recognition]\n")
+    return spec
+
+
+def test_validate_deep_never_runs_model_code_even_when_trusted(tmp_path, model_with_its_own_code, capsys):
+    assert main(["validate", "--deep", str(_deep_spec(tmp_path, model_with_its_own_code, True))]) == 0
+    assert "4 decoder layers" in capsys.readouterr().out
+    assert not (model_with_its_own_code / "CODE_RAN").exists()
+
+
+def test_model_code_without_the_switch_is_refused_naming_it(tmp_path, model_with_its_own_code, capsys):
+    assert main(["validate", "--deep", str(_deep_spec(tmp_path, model_with_its_own_code, False))]) == 2
+    err = capsys.readouterr().err
+    assert "model.trust_remote_code: true" in err and "Traceback" not in err
+    assert not (model_with_its_own_code / "CODE_RAN").exists()
+
+
+# --- data files ---------------------------------------------------------------------------------
+
+
+def test_duplicate_json_keys_are_refused(tmp_path):
+    path = tmp_path / "morality" / "morality_en.json"
+    path.parent.mkdir()
+    path.write_text('{"g": {"001": {"pos": "a", "neg": "b"}, "001": {"pos": "c", "neg": "d"}}}')
+    with pytest.raises(DataError, match=r"morality_en.json: duplicate key '001'.*give each group and id its own key"):
+        read_pairs(tmp_path, "morality", "en")
+
+
+def test_deeply_nested_json_is_refused_without_a_traceback(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_json(path)
+
+
+def test_invalid_json_names_line_and_column(tmp_path):
+    path = tmp_path / "en.json"
+    path.write_text('{"harmful": {"001": "x"},\n "harmless": {"001": "y",}}')
+    with pytest.raises(DataError, match=r"en.json:2:\d+: not valid JSON"):
+        load_instructions("en", source=str(tmp_path))
+
+
+def test_repeated_pairs_are_dropped_so_none_sits_in_train_and_test(tmp_path, caplog):
+    tree = {"g": {f"{i:03d}": {"pos": "same good", "neg": "same bad"} for i in range(20)}}
+    tree["g"]["100"] = {"pos": "other good", "neg": "other bad"}
+    write_mvalue(tmp_path, "morality", "en", tree)
+    pairs = read_pairs(tmp_path, "morality", "en")
+    assert [p.key for p in pairs] == ["g/000", "g/100"]
+    assert "19 pair(s) repeat an earlier pair" in caplog.text
+
+
+# --- bounded work, in a separate process with a memory cap --------------------------------------
+
+
+@pytest.mark.parametrize("text", [BOMB, "name: " + "[" * 200_000 + "]" * 200_000 + "\n",
+                                  "data:\n  languages: [" + ", ".join(["en"] * 100_000) + "]\n"],
+                         ids=["alias bomb", "deep nesting", "100k-entry list"])
+def test_validate_finishes_in_bounded_time_and_memory(tmp_path, text):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+
+    def cap_memory() -> None:  # 2 GiB of address space: the alias bomb once grew to 6 GB
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    done = subprocess.run([sys.executable, "-m", "mvplatform.cli", "validate", str(path)], capture_output=True,
+                          text=True, timeout=120, preexec_fn=cap_memory, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2, done.stderr
+    assert "error:" in done.stderr and "Traceback" not in done.stderr

@@ -19,11 +19,14 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from mvplatform.activations import Progress, last_token_states
+from mvplatform.baselines import BASELINES, surface_baselines
 from mvplatform.concepts import ConceptVectors, best_layer, extract_vectors, recognition_accuracy
-from mvplatform.data import PairSplit
+from mvplatform.data import ContrastPair, PairSplit
 from mvplatform.errors import SpecError
 from mvplatform.models import LoadedModel
 from mvplatform.spec import ExtractSpec
+from mvplatform.uncertainty import (Interval, accuracy_intervals, best_layer_interval, pair_correct,
+                                    permutation_accuracy, wilson)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,43 @@ def compute_states(loaded: LoadedModel, split: PairSplit, extract: ExtractSpec,
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """How far one cell's recognition numbers can be trusted (issue 16); computed without the model.
+
+    ``correct`` holds the per-pair results behind the accuracy curve: the test split's pairs, or every
+    pair of the cell under cross-validation (``folds`` >= 2). Baselines are scored on the same pairs.
+    """
+
+    folds: int
+    correct: np.ndarray  # [n_eval, L] 1.0 where the pair was recognised
+    low: np.ndarray  # [L] Wilson 95% interval of the accuracy curve
+    high: np.ndarray
+    chance: np.ndarray  # [L] 95th percentile of accuracy when the training labels are shuffled
+    best: Interval  # best-layer accuracy, bootstrap with the layer choice inside each resample
+    baselines: dict[str, np.ndarray]  # surface baseline -> per-pair results [n_eval] (0.5 = tie)
+
+    @property
+    def n_eval(self) -> int:
+        return int(self.correct.shape[0])
+
+    @property
+    def above_chance(self) -> np.ndarray:
+        """[L] True where the interval's lower end clears the chance level."""
+        return self.low > self.chance
+
+    def baseline(self, name: str) -> Interval:
+        """A surface baseline's accuracy with its Wilson interval (ties count as half a pair)."""
+        values = self.baselines[name]
+        low, high = wilson(values.sum(), len(values))
+        return Interval(float(values.mean()), float(low), float(high))
+
+    def at(self, layer_index: int) -> Interval:
+        """The accuracy curve's interval at one layer (no selection: e.g. the training-chosen layer)."""
+        return Interval(float(self.correct[:, layer_index].mean()), float(self.low[layer_index]),
+                        float(self.high[layer_index]))
+
+
+@dataclass(frozen=True)
 class ExtractionResult:
     """Everything later steps need, so no analysis ever has to re-run the model."""
 
@@ -75,6 +115,7 @@ class ExtractionResult:
     seconds: float  # forward-pass time (0 when the states came from the cache)
     cached: bool = False
     train_accuracy: np.ndarray | None = None  # [L] on the training pairs, for test-free layer choice
+    evidence: Evidence | None = None  # intervals, chance level, surface baselines (extract.intervals)
 
     @property
     def n_test(self) -> int:
@@ -93,6 +134,13 @@ class ExtractionResult:
         layer, _ = best_layer(self.train_accuracy, self.vectors.layers)
         return layer, float(self.accuracy[self.vectors.layers.index(layer)])
 
+    @property
+    def selected_interval(self) -> Interval | None:
+        """Wilson interval at the training-chosen layer (chosen without the test pairs: no optimism)."""
+        if self.selected is None or self.evidence is None:
+            return None
+        return self.evidence.at(self.vectors.layers.index(self.selected[0]))
+
 
 def layer_numbers(extract: ExtractSpec, n_layers: int) -> list[int]:
     """1-based layers to analyse; refuses layers beyond the model's depth."""
@@ -106,12 +154,85 @@ def layer_numbers(extract: ExtractSpec, n_layers: int) -> list[int]:
 
 
 def recognise(states: PairStates, model: str, concept: str, language: str, extract: ExtractSpec,
-              seed: int = 1, cached: bool = False) -> ExtractionResult:
-    """Concept vectors from the train pairs and recognition accuracy on the test pairs, per layer."""
+              seed: int = 1, cached: bool = False, split: PairSplit | None = None) -> ExtractionResult:
+    """Concept vectors from the train pairs and recognition accuracy on the test pairs, per layer.
+
+    With ``extract.folds`` K >= 2 the accuracy curve is K-fold cross-validated over every pair of the
+    cell instead (the vectors returned are still the training split's). With ``extract.intervals``,
+    :class:`Evidence` is attached; its surface baselines need the pair texts (``split``).
+    """
     layers = layer_numbers(extract, len(states.layers))
     index = [states.layers.index(layer) for layer in layers]
     pos, neg, n = states.pos[:, index], states.neg[:, index], states.n_train
-    vectors = extract_vectors(pos[:n], neg[:n], layers, extract.method, seed)
-    accuracy = recognition_accuracy(vectors, pos[n:], neg[n:])
-    return ExtractionResult(model, concept, language, vectors, accuracy, pos[n:], neg[n:], n,
-                            states.seconds, cached, recognition_accuracy(vectors, pos[:n], neg[:n]))
+    vectors = extract_vectors(pos[:n], neg[:n], layers, extract.method, seed, extract.orientation)
+    folds = fold_ids(len(pos), extract.folds, f"{concept}/{language}") if extract.folds > 1 else None
+    if folds is None:
+        correct = pair_correct(vectors.directions, pos[n:], neg[n:])
+    else:
+        correct = cross_validated(pos, neg, folds, layers, extract, seed)
+    evidence = None
+    if extract.intervals:
+        pairs = None if split is None else split.train + split.test
+        if pairs is not None and len(pairs) != len(pos):
+            raise ValueError(f"{concept}/{language}: {len(pairs)} pairs of text but {len(pos)} pairs of states")
+        evidence = gather_evidence(pos, neg, n, folds, correct, pairs, extract, seed)
+    return ExtractionResult(model, concept, language, vectors, correct.mean(axis=0), pos[n:], neg[n:], n,
+                            states.seconds, cached, recognition_accuracy(vectors, pos[:n], neg[:n]), evidence)
+
+
+def fold_ids(n_pairs: int, folds: int, cell: str) -> np.ndarray:
+    """[n_pairs] fold of each pair: pair i -> i mod K (the pairs are already in the seeded shuffle's order)."""
+    if folds > n_pairs:
+        raise SpecError(f"extract.folds: {folds} folds but {cell} has {n_pairs} pairs; use at most {n_pairs} "
+                        "folds (or fewer, so each fold tests several pairs)")
+    return np.arange(n_pairs) % folds
+
+
+def _train_folds(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training mask, test mask) per fold."""
+    return [(folds != k, folds == k) for k in range(int(folds.max()) + 1)]
+
+
+def cross_validated(pos: np.ndarray, neg: np.ndarray, folds: np.ndarray, layers: list[int], extract: ExtractSpec,
+                    seed: int) -> np.ndarray:
+    """[pairs, L] per-pair recognition, each pair by the vectors of the folds it is not in."""
+    correct = np.empty((len(pos), len(layers)))
+    for train, test in _train_folds(folds):
+        fold_vectors = extract_vectors(pos[train], neg[train], layers, extract.method, seed, extract.orientation)
+        correct[test] = pair_correct(fold_vectors.directions, pos[test], neg[test])
+    return correct
+
+
+def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.ndarray | None, correct: np.ndarray,
+                    pairs: list[ContrastPair] | None, extract: ExtractSpec, seed: int) -> Evidence:
+    """Intervals, permutation chance and surface baselines on the same pairs as ``correct``.
+
+    Every resample is over hidden states already in memory; no model runs.
+    """
+    _, low, high = accuracy_intervals(correct)
+    splits = ([(np.arange(len(pos)) < n_train, np.arange(len(pos)) >= n_train)] if folds is None
+              else _train_folds(folds))
+    permuted = sum(permutation_accuracy(pos[train], neg[train], pos[test], neg[test], extract.method,
+                                        seed=seed + k, orientation=extract.orientation) * test.sum()
+                   for k, (train, test) in enumerate(splits)) / correct.shape[0]  # [P, L] pooled over folds
+    baselines: dict[str, np.ndarray] = {}
+    if pairs is not None:
+        per_pair = {name: np.empty(correct.shape[0]) for name in BASELINES}
+        offset = 0
+        for train, test in splits:
+            result = surface_baselines([p for p, t in zip(pairs, train) if t], [p for p, t in zip(pairs, test) if t])
+            for name, values in result.per_pair.items():
+                per_pair[name][offset : offset + len(values)] = values
+            offset += len(values)
+        baselines = per_pair
+    if folds is not None and baselines:  # baselines were filled fold by fold: put them back in pair order
+        order = np.concatenate([np.flatnonzero(test) for _, test in splits])
+        baselines = {name: _unsort(values, order) for name, values in baselines.items()}
+    return Evidence(1 if folds is None else int(folds.max()) + 1, correct, low, high,
+                    np.quantile(permuted, 0.95, axis=0), best_layer_interval(correct, seed=seed), baselines)
+
+
+def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[order] = values
+    return out

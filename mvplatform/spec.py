@@ -128,6 +128,13 @@ class ExtractSpec(StrictModel):
         "all", description="Decoder layers to analyse, 1-based, or all."
     )
     batch_size: int = Field(16, ge=1, description="Inputs per forward pass.")
+    folds: int = Field(
+        1, ge=1, description="Recognition tested by K-fold cross-validation over every pair of a cell (K >= 2): "
+        "each pair tested once by vectors from the other folds, accuracy pooled; the logged vectors still come from "
+        "the training split. 1: the paper's single train/test split.")
+    intervals: StrictBool = Field(
+        True, description="95% intervals, the label-permutation chance level and surface baselines (length, "
+        "bag of words) beside every recognition number; no model runs for them. false: bare numbers, as the paper.")
     orientation: Literal["authors", "majority"] = Field(
         "authors", description="How a direction is signed. authors (the paper's code): cluster_mean keeps the raw "
         "mean difference pos - neg, other methods take repe's sign rule; majority: flip each layer's direction so "

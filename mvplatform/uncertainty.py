@@ -237,23 +237,33 @@ def batch_accuracy(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> 
     return (margins > 0).mean(axis=1).T
 
 
-def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
-                       method: str = "cluster_mean", n_perm: int = N_REEXTRACT, seed: int = 0,
-                       quantile: float = CONFIDENCE, chunk: int = 64, orientation: str = "authors") -> np.ndarray:
-    """[L] the ``quantile`` of test accuracy, per layer, when training labels carry no information.
+def permutation_accuracy(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
+                         method: str = "cluster_mean", n_perm: int = N_REEXTRACT, seed: int = 0, chunk: int = 64,
+                         orientation: str = "authors") -> np.ndarray:
+    """[P, L] test accuracy of vectors re-extracted from label-shuffled training pairs.
 
     Each permutation swaps pos and neg in a random half of the training pairs (a fair coin per pair),
-    re-extracts the vectors with the same method and sign rule, and scores them on the true test
-    labels. A cell whose interval's lower end does not clear this level is "not above chance".
+    re-extracts the vectors with the same method and sign rule, and scores them on the true test labels.
     """
     rng = np.random.default_rng(seed)
     n = train_pos.shape[0]
     signs = rng.choice([-1.0, 1.0], size=(n_perm, n))
     counts = np.ones((n_perm, n))
-    accuracy = np.concatenate([
+    return np.concatenate([
         batch_accuracy(resampled_directions(train_pos, train_neg, counts[s : s + chunk], signs[s : s + chunk],
                                             method, seed, orientation), test_pos, test_neg)
-        for s in range(0, n_perm, chunk)])  # [P, L]
+        for s in range(0, n_perm, chunk)])
+
+
+def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
+                       method: str = "cluster_mean", n_perm: int = N_REEXTRACT, seed: int = 0,
+                       quantile: float = CONFIDENCE, chunk: int = 64, orientation: str = "authors") -> np.ndarray:
+    """[L] the ``quantile`` of :func:`permutation_accuracy` per layer: the chance level of a cell.
+
+    A cell whose interval's lower end does not clear this level is "not above chance".
+    """
+    accuracy = permutation_accuracy(train_pos, train_neg, test_pos, test_neg, method, n_perm, seed, chunk,
+                                    orientation)
     return np.quantile(accuracy, quantile, axis=0)
 
 

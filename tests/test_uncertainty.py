@@ -169,3 +169,70 @@ def test_consistency_interval_widens_with_noisy_pairs():
     assert result.mean.low < result.mean.point < result.mean.high
     again = consistency_interval(train, n_boot=100, seed=4)
     np.testing.assert_array_equal(result.low, again.low)
+
+
+# -- cross-validated recognition and the evidence attached to a cell (mvplatform.extraction) ----------
+
+
+def _states(diffs, n_train):
+    from mvplatform.extraction import PairStates
+
+    pos = np.array(diffs, dtype=float).reshape(len(diffs), 1, 1)
+    return PairStates(pos, np.zeros_like(pos), n_train, [1])
+
+
+def test_cross_validation_tests_every_pair_once_with_the_other_folds_vectors():
+    from mvplatform.extraction import recognise
+    from mvplatform.spec import ExtractSpec
+
+    # pair differences 2, 1, -1, 1; fold of pair i = i mod 2. Fold 0 (pairs 0, 2) is tested by the
+    # mean of pairs 1, 3 (+1): 2 right, -1 wrong. Fold 1 (pairs 1, 3) by the mean of pairs 0, 2
+    # (+0.5): both right. Pooled: 3 of 4.
+    result = recognise(_states([2, 1, -1, 1], 3), "m", "c", "en", ExtractSpec(folds=2, intervals=False))
+    np.testing.assert_allclose(result.accuracy, [0.75])
+    # the logged vector is the training split's (pairs 0-2): mean difference 2/3
+    np.testing.assert_allclose(result.vectors.directions, [[2 / 3]])
+    assert result.n_test == 1 and result.evidence is None
+    # folds: 1 is the paper's split: the last pair alone is the test set
+    paper = recognise(_states([2, 1, -1, 1], 3), "m", "c", "en", ExtractSpec(intervals=False))
+    np.testing.assert_allclose(paper.accuracy, [1.0])
+
+
+def test_more_folds_than_pairs_is_refused_with_the_fix():
+    from mvplatform.errors import SpecError
+    from mvplatform.extraction import recognise
+    from mvplatform.spec import ExtractSpec
+
+    with pytest.raises(SpecError, match=r"extract.folds: 5 folds but c/en has 4 pairs; use at most 4"):
+        recognise(_states([2, 1, -1, 1], 3), "m", "c", "en", ExtractSpec(folds=5))
+
+
+def test_evidence_carries_wilson_bands_chance_and_baselines_on_the_same_pairs():
+    from mvplatform.data import ContrastPair, PairSplit
+    from mvplatform.extraction import recognise
+    from mvplatform.spec import ExtractSpec
+
+    diffs = [2, 1, -1, 1, 3, 0.5]
+    # pos is the longer text in every pair but the third: the length rule gets 5 of 6 under 3 folds
+    texts = [("long text", "short"), ("longer one", "tiny"), ("a", "bbbb"), ("wordy words", "few"),
+             ("many words here", "one"), ("plenty", "ok")]
+    pairs = [ContrastPair(str(i), p, n) for i, (p, n) in enumerate(texts)]
+    split = PairSplit(pairs[:4], pairs[4:])
+    result = recognise(_states(diffs, 4), "m", "c", "en", ExtractSpec(folds=3), split=split)
+    ev = result.evidence
+    assert ev.folds == 3 and ev.n_eval == 6
+    # folds {0, 3}, {1, 4}, {2, 5}: means of the others 0.875, 0.625, 1.75 (all positive): the only
+    # wrong pair is pair 2 (difference -1): 5 of 6
+    np.testing.assert_allclose(result.accuracy, [5 / 6])
+    low, high = wilson(5, 6)
+    np.testing.assert_allclose([ev.low[0], ev.high[0]], [low, high])
+    assert ev.best.point == pytest.approx(5 / 6)
+    assert ev.chance.shape == (1,) and 0.0 <= ev.chance[0] <= 1.0
+    # baselines are in pair order: the length rule learns "longer is pos" in every fold and misses pair 2
+    np.testing.assert_array_equal(ev.baselines["length_rule"], [1, 1, 0, 1, 1, 1])
+    assert ev.baseline("length_rule").point == pytest.approx(5 / 6)
+    assert ev.above_chance.tolist() == [bool(ev.low[0] > ev.chance[0])]
+    # without folds the evidence is on the test split's two pairs
+    plain = recognise(_states(diffs, 4), "m", "c", "en", ExtractSpec(), split=split).evidence
+    assert plain.folds == 1 and plain.n_eval == 2
+    np.testing.assert_array_equal(plain.baselines["length_rule"], [1, 1])

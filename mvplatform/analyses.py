@@ -1,4 +1,4 @@
-"""The cross-lingual analyses of one model x concept, from its languages' extraction results.
+"""The cross-lingual analyses of one model x concept, and the per-model Table 1, from extraction results.
 
 Pure: takes :class:`ExtractionResult` objects (vectors and test-split states) and the spec's
 settings, returns plain results that tracking logs and reports render.
@@ -6,6 +6,7 @@ settings, returns plain results that tracking logs and reports render.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,13 @@ class ConceptAnalysis:
     consistency: Consistency | None = None
     transfer: Transfer | None = None
     directionality: Directionality | None = None
-    # feature -> {"direct" | "split_high" | "split_low": Correlation}
+    # feature -> {cell: Correlation}, cells as crosslingual.TABLE1_CELLS, on this concept's similarity
     linguistic: dict[str, dict[str, Correlation]] | None = None
+    # [n, n] concept-vector similarity reduced over layers (``layer_reduction``): what Table 1 uses
+    similarity: np.ndarray | None = None
+    layer_reduction: str = "max"
+    high_resource: tuple[str, ...] = ()
+    similarity_source: str = "uriel_distance"
 
 
 def language_order(languages: Sequence[str]) -> list[str]:
@@ -43,23 +49,71 @@ def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str]
     languages = language_order(by_language)
     vectors = {lang: by_language[lang].vectors for lang in languages}
     cons = consistency(vectors) if {"consistency", "linguistic"} & set(analyses) else None
+    similarity = None if cons is None else cons.reduce(settings.layer_reduction)
     trans = direction = linguistic = None
     if "transferability" in analyses:
         trans = transfer(vectors, {lang: (by_language[lang].test_pos, by_language[lang].test_neg) for lang in languages})
         direction = directionality(trans, settings.high_resource)
-    if "linguistic" in analyses and cons is not None:
+    if "linguistic" in analyses and similarity is not None:
         from mvplatform.linguistics import similarity_matrix
 
-        linguistic = {feature: table1_row(cons.mean, similarity_matrix(languages, feature), languages,
-                                          settings.high_resource)
+        linguistic = {feature: table1_row(similarity, similarity_matrix(languages, feature, settings.similarity_source),
+                                          languages, settings.high_resource)
                       for feature in settings.linguistic_features}
     return ConceptAnalysis(results[0].model, results[0].concept, languages,
-                           cons if "consistency" in analyses else None, trans, direction, linguistic)
+                           cons if "consistency" in analyses else None, trans, direction, linguistic, similarity,
+                           settings.layer_reduction, tuple(settings.high_resource), settings.similarity_source)
 
 
-def mean_similarity(analysis: ConceptAnalysis) -> float:
-    """Mean off-diagonal cosine similarity (averaged over layers): one number for consistency."""
+def mean_similarity(analysis: ConceptAnalysis, how: str | None = None) -> float:
+    """Mean off-diagonal similarity, each pair reduced over layers by ``how`` (default: the analysis's)."""
     if analysis.consistency is None or len(analysis.languages) < 2:
         return float("nan")
-    matrix = analysis.consistency.mean
+    matrix = analysis.consistency.reduce(how or analysis.layer_reduction)
     return float(matrix[~np.eye(len(matrix), dtype=bool)].mean())
+
+
+@dataclass(frozen=True)
+class ModelTable1:
+    """The paper's Table 1 row of one model: concept-averaged similarity against URIEL, per feature."""
+
+    model: str
+    languages: list[str]
+    concepts: list[str]
+    similarity: np.ndarray  # [n, n] mean over concepts of each concept's layer-reduced similarity
+    cells: dict[str, dict[str, Correlation]]  # feature -> {cell: Correlation} (crosslingual.TABLE1_CELLS)
+    reduction: str = "max"  # how each concept's similarity was reduced over layers
+
+
+def concept_averaged(analyses: Sequence[ConceptAnalysis]) -> tuple[list[str], np.ndarray]:
+    """The languages every analysis shares and the mean of their similarity matrices over them."""
+    shared = [lang for lang in analyses[0].languages if all(lang in a.languages for a in analyses)]
+    stacked = [a.similarity[np.ix_(idx, idx)] for a in analyses  # type: ignore[index]
+               for idx in [[a.languages.index(lang) for lang in shared]]]
+    return shared, np.mean(stacked, axis=0)
+
+
+def model_table1(analyses: Sequence[ConceptAnalysis]) -> list[ModelTable1]:
+    """Per model, Table 1 as the authors compute it: average the concepts' similarity, then correlate.
+
+    Only analyses with linguistic cells count; the features, high-resource group and similarity
+    source are theirs (one spec: the same for every concept of a model).
+    """
+    from mvplatform.linguistics import similarity_matrix
+
+    by_model: dict[str, list[ConceptAnalysis]] = defaultdict(list)
+    for analysis in analyses:
+        if analysis.linguistic and analysis.similarity is not None:
+            by_model[analysis.model].append(analysis)
+    rows = []
+    for model, group in by_model.items():
+        languages, similarity = concept_averaged(group)
+        if len(languages) < 2:
+            continue
+        first = group[0]
+        cells = {feature: table1_row(similarity, similarity_matrix(languages, feature, first.similarity_source),
+                                     languages, first.high_resource)
+                 for feature in first.linguistic or {}}
+        rows.append(ModelTable1(model, languages, [a.concept for a in group], similarity, cells,
+                                first.layer_reduction))
+    return rows

@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   mvp compare RUN_ID_A RUN_ID_B
   mvp ui                      # MLflow UI on http://127.0.0.1:5000
   mvp list languages
+  mvp similarity geographic --format csv   # the URIEL similarities Table 1 correlates with
 """
 
 
@@ -112,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
                         "pos side more accurately than this on the pairs that differ in it (default 0.60)")
     p.add_argument("--min-cue-pairs", type=int, default=10,
                    help="check: judge a cue only when at least this many pairs differ in it (default 10)")
+    p = command("similarity", cmd_similarity, "print the language x language linguistic similarity (1 - distance) "
+                "that the linguistic analysis correlates with")
+    p.add_argument("feature", choices=["genetic", "geographic", "syntactic", "phonological"])
+    p.add_argument("--languages", default=None, help="comma-separated codes (default: the paper's 16)")
+    p.add_argument("--format", choices=["md", "csv"], default="md", help="md (default) or csv")
+    p.add_argument("--source", choices=["uriel_distance", "feature_cosine"], default="uriel_distance",
+                   help="uriel_distance (URIEL's own distances, as the paper; default) or feature_cosine")
+    p.add_argument("--digits", type=int, default=4, help="decimals printed (default 4)")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
@@ -421,6 +430,21 @@ LISTED_CHOICES: dict[str, dict[str, str]] = {  # control.* names; tests check th
     "modes": {"none": "No-Control: unsteered", "language_specific": "LS-Control: own vectors, own best setting",
               "english_source": "En-Control: English vectors and English's best setting"},
 }
+
+
+def cmd_similarity(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.catalog import LANGUAGES
+    from mvplatform.errors import SpecError
+    from mvplatform.linguistics import format_matrix, similarity_matrix
+
+    languages = list(LANGUAGES) if args.languages is None else [c.strip() for c in args.languages.split(",") if c.strip()]
+    unknown = [code for code in languages if code not in LANGUAGES]
+    if unknown or not languages:
+        raise SpecError(f"--languages: unknown code(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(LANGUAGES)} (mvp list languages)")
+    matrix = similarity_matrix(languages, args.feature, args.source)
+    sys.stdout.write(format_matrix(matrix, languages, args.format, max(3, args.digits)))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

@@ -57,6 +57,22 @@ def orient(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarr
     return directions * signs[:, None]
 
 
+# How extract_vectors signs a direction. authors: as the paper's code does - cluster_mean keeps the
+# raw mean difference (their recognition compares a list with -1, so it never flips) and records
+# repe's signs for consistency; every other method is flipped by repe's sign rule. majority: orient().
+ORIENTATIONS: tuple[str, ...] = ("authors", "majority")
+
+
+def repe_signs(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """[L] repe's sign rule (``get_signs``): -1 where more training pairs put pos below neg than above.
+
+    repe counts a pair for "max" when pos is the larger projection and for "min" when it is the
+    smaller; a tied pair counts for both, so ties cancel, and a tie in the counts keeps +1.
+    """
+    margins = np.einsum("nlh,lh->nl", pos - neg, directions)  # [n, L]
+    return np.where((margins < 0).sum(axis=0) > (margins > 0).sum(axis=0), -1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class ConceptVectors:
     """One direction per analysed layer; ``layers`` are 1-based decoder-layer numbers."""
@@ -65,12 +81,15 @@ class ConceptVectors:
     directions: np.ndarray  # [L, H]
     method: str
     norms: np.ndarray | None = None  # [L] mean L2 norm of the training hidden states: steering's scale
+    signs: np.ndarray | None = None  # [L] repe's signs, recorded but not applied (authors' cluster_mean)
 
     def save(self, path: str | Path) -> None:
         tensors = {"directions": np.ascontiguousarray(self.directions, dtype=np.float32),
                    "layers": np.asarray(self.layers, dtype=np.int64)}
         if self.norms is not None:
             tensors["norms"] = np.asarray(self.norms, dtype=np.float32)
+        if self.signs is not None:
+            tensors["signs"] = np.asarray(self.signs, dtype=np.float32)
         save_file(tensors, str(path), metadata={"method": self.method})
 
     @classmethod
@@ -80,18 +99,27 @@ class ConceptVectors:
         with safe_open(str(path), framework="numpy") as handle:
             method = (handle.metadata() or {}).get("method", "unknown")
         tensors = load_file(str(path))
-        return cls(tensors["layers"].tolist(), tensors["directions"], method, tensors.get("norms"))
+        return cls(tensors["layers"].tolist(), tensors["directions"], method, tensors.get("norms"),
+                   tensors.get("signs"))
 
 
 def extract_vectors(
-    pos: np.ndarray, neg: np.ndarray, layers: list[int], method: str = "cluster_mean", seed: int = 0
+    pos: np.ndarray, neg: np.ndarray, layers: list[int], method: str = "cluster_mean", seed: int = 0,
+    orientation: str = "authors",
 ) -> ConceptVectors:
-    """Directions from training pairs, oriented by the sign rule."""
+    """Directions from training pairs, signed by ``orientation`` (see ORIENTATIONS)."""
     _check_pairs(pos, neg, layers)
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orientation!r}; choose from {', '.join(ORIENTATIONS)}")
     pos, neg = pos.astype(np.float64), neg.astype(np.float64)
     raw = DIRECTION_METHODS.get(method)(pos, neg, np.random.default_rng(seed))
     norms = np.linalg.norm(np.concatenate([pos, neg]), axis=-1).mean(axis=0)  # [L]
-    return ConceptVectors(list(layers), orient(raw, pos, neg), method, norms)
+    if orientation == "majority":
+        return ConceptVectors(list(layers), orient(raw, pos, neg), method, norms)
+    signs = repe_signs(raw, pos, neg)
+    if method == "cluster_mean":
+        return ConceptVectors(list(layers), raw, method, norms, signs)
+    return ConceptVectors(list(layers), raw * signs[:, None], method, norms)
 
 
 def recognition_accuracy(vectors: ConceptVectors, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mvplatform.analyses import ConceptAnalysis  # noqa: E402
+from mvplatform.analyses import ConceptAnalysis, ModelTable1, model_table1  # noqa: E402
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
+from mvplatform.crosslingual import SHARED_LANGUAGES  # noqa: E402
 from mvplatform.extraction import ExtractionResult  # noqa: E402
 
 
@@ -144,36 +145,67 @@ def layer_similarity_figure(curves: dict[str, tuple[list[int], np.ndarray]], tit
 
 
 FEATURE_ORDER = ("genetic", "geographic", "syntactic", "phonological")
+PAPER_FEATURE_ORDER = ("genetic", "syntactic", "geographic", "phonological")  # Table 1's column order
+
+
+def _cell(c) -> str:  # noqa: ANN001 - a Correlation
+    if np.isnan(c.r):
+        return "–"
+    return f"{c.r:+.2f}{'*' if not np.isnan(c.p) and c.p < 0.05 else ''}"
 
 
 def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tuple[str, str]:
-    """The paper's Table 1 layout: Pearson r per model/concept x feature, Direct and Split (high | low).
+    """mvp's per-concept view of Table 1: Pearson r per model/concept x feature (markdown, csv).
 
-    ``rows`` are (model, concept, {feature: {"direct"|"split_high"|"split_low": Correlation}}).
+    ``rows`` are (model, concept, {feature: {cell: Correlation}}), cells as
+    :data:`mvplatform.crosslingual.TABLE1_CELLS`. The paper's own table is per model
+    (:func:`model_table1_text`).
     """
     features = [f for f in FEATURE_ORDER if any(f in cells for _, _, cells in rows)]
-    header = "| model | concept | " + " | ".join(f"{f} direct | {f} split (high / low)" for f in features) + " |"
-    lines = [header, "|---|---" + "|---|---" * len(features) + "|"]
+    header = ("| model | concept | " + " | ".join(f"{f} direct | {f} split | {f} within high / low" for f in features)
+              + " |")
+    lines = [header, "|---|---" + "|---|---|---" * len(features) + "|"]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["model", "concept", "feature", "mode", "r", "p", "n_pairs"])
-
-    def cell(c) -> str:  # noqa: ANN001 - a Correlation
-        return "–" if np.isnan(c.r) else f"{c.r:+.2f}{'*' if c.p < 0.05 else ''}"
-
+    writer.writerow(["model", "concept", "feature", "cell", "r", "p", "n_pairs"])
     for model, concept, cells in rows:
         parts = []
         for feature in features:
             c = cells.get(feature)
             if c is None:
-                parts += ["–", "–"]
+                parts += ["–", "–", "–"]
                 continue
-            parts += [cell(c["direct"]), f"{cell(c['split_high'])} / {cell(c['split_low'])}"]
-            for mode in ("direct", "split_high", "split_low"):
-                writer.writerow([model, concept, feature, mode, f"{c[mode].r:.4f}", f"{c[mode].p:.4g}", c[mode].n_pairs])
+            parts += [_cell(c["direct"]), _cell(c["split"]), f"{_cell(c['within_high'])} / {_cell(c['split_low'])}"]
+            for mode, value in c.items():
+                writer.writerow([model, concept, feature, mode, f"{value.r:.4f}", f"{value.p:.4g}", value.n_pairs])
         lines.append(f"| {model} | {concept} | " + " | ".join(parts) + " |")
-    lines.append("\nPearson r between concept-vector similarity (cosine, mean over layers) and URIEL linguistic "
-                 "similarity over language pairs; * p < 0.05. Split: within high-resource / within low-resource.")
+    lines.append("\nPer concept: Pearson r between that concept's vector similarity and URIEL linguistic similarity "
+                 "over language pairs; * p < 0.05. split: the paper's (mean of r over pairs with a high-resource "
+                 "language and r over low-low pairs); within high / low: r over high-high / low-low pairs (mvp's).")
+    return "\n".join(lines), out.getvalue()
+
+
+def model_table1_text(rows: Sequence[ModelTable1]) -> tuple[str, str]:
+    """The paper's Table 1: per model, Direct and Split per feature, on concept-averaged similarity."""
+    features = [f for f in PAPER_FEATURE_ORDER if any(f in row.cells for row in rows)]
+    lines = ["| model | " + " | ".join(f"{f} Direct | {f} Split" for f in features) + " | languages | concepts |",
+             "|---" + "|---|---" * len(features) + "|---|---|"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "concept", "feature", "cell", "r", "p", "n_pairs"])
+    for row in rows:
+        parts = []
+        for feature in features:
+            c = row.cells.get(feature)
+            parts += ["–", "–"] if c is None else [_cell(c["direct"]), _cell(c["split"])]
+            for mode, value in (c or {}).items():
+                writer.writerow([row.model, "all", feature, mode, f"{value.r:.4f}", f"{value.p:.4g}", value.n_pairs])
+        lines.append(f"| {row.model} | " + " | ".join(parts) + f" | {len(row.languages)} | {len(row.concepts)} |")
+    reduction = rows[0].reduction if rows else "max"
+    lines.append(f"\nAs the paper: per language pair, concept-vector cosine reduced over layers ({reduction}), "
+                 "averaged over concepts, against 1 - URIEL distance; Direct = Pearson r over all language pairs, "
+                 "Split = mean of r over pairs with a high-resource language and r over pairs of two low-resource "
+                 "languages. * p < 0.05 (Direct only).")
     return "\n".join(lines), out.getvalue()
 
 
@@ -214,9 +246,12 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
                   folder / f"curves_{model}_{concept}.png")
     linguistic = [(a.model, a.concept, a.linguistic) for a in analyses if a.linguistic]
     if linguistic:
+        paper_md, paper_csv = model_table1_text(model_table1(analyses))
         markdown, table_csv = table1(linguistic)
-        (folder / "table1_linguistic.md").write_text("### Linguistic correlation (Table 1 layout)\n\n" + markdown + "\n")
-        (folder / "table1_linguistic.csv").write_text(table_csv)
+        (folder / "table1_linguistic.md").write_text(
+            "### Linguistic correlation (the paper's Table 1: per model)\n\n" + paper_md
+            + "\n\n### Per concept (mvp's additional view)\n\n" + markdown + "\n")
+        (folder / "table1_linguistic.csv").write_text(paper_csv + table_csv.split("\n", 1)[1])
     directed = [a for a in analyses if a.directionality is not None]
     if directed:
         lines = ["| model | concept | high -> low | low -> high | within high | within low |", "|---" * 6 + "|"]
@@ -228,7 +263,7 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
                      "0 = as good as the target's own vectors, negative = worse.")
         (folder / "transfer_directionality.md").write_text("\n".join(lines) + "\n")
     for model in sorted({a.model for a in analyses if a.consistency is not None}):
-        curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve())
+        curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve(SHARED_LANGUAGES))
                   for a in analyses if a.model == model and a.consistency is not None}
         _save(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
               folder / f"consistency_layers_{model}.png")

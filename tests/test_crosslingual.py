@@ -60,11 +60,16 @@ def test_table1_correlations_on_a_fixed_matrix():
     expected = stats.pearsonr([similarity[p] for p in pairs], [linguistic[p] for p in pairs])
     row = table1_row(similarity, linguistic, languages, high=["en", "fr", "zh"])
     assert row["direct"].r == pytest.approx(expected[0]) and row["direct"].p == pytest.approx(expected[1])
-    assert row["direct"].n_pairs == 10 and row["split_high"].n_pairs == 3
+    assert row["direct"].n_pairs == 10 and row["within_high"].n_pairs == 3
     high_pairs = [(0, 1), (0, 2), (1, 2)]
-    assert row["split_high"].r == pytest.approx(
+    assert row["within_high"].r == pytest.approx(
         stats.pearsonr([similarity[p] for p in high_pairs], [linguistic[p] for p in high_pairs])[0])
+    # the authors' Split: pairs with a high-resource language (9) and the one low-low pair (sw-ny)
+    with_high = [p for p in pairs if p != (3, 4)]
+    assert row["split_with_high"].n_pairs == 9 and row["split_with_high"].r == pytest.approx(
+        stats.pearsonr([similarity[p] for p in with_high], [linguistic[p] for p in with_high])[0])
     assert row["split_low"].n_pairs == 1 and np.isnan(row["split_low"].r)  # one pair: no correlation
+    assert np.isnan(row["split"].r) and row["split"].n_pairs == 10  # a nan part makes the mean nan
 
 
 def test_perfectly_related_similarities_correlate_at_one():

@@ -26,7 +26,7 @@ from safetensors.numpy import save_file
 
 from mvplatform import __version__
 from mvplatform.extraction import ExtractionResult
-from mvplatform.analyses import ConceptAnalysis, mean_similarity
+from mvplatform.analyses import ConceptAnalysis, mean_similarity, model_table1
 from mvplatform.report import Curve, accuracy_figure, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
 from tracking.store import artifact_location
@@ -164,6 +164,8 @@ class SubmissionTracker:
         logged += [Metric(name, float(value), now, 0) for name, value in (metrics or {}).items()]
         if self.results:
             logged.append(Metric("mean_best_accuracy", float(np.mean([r.best[1] for r in self.results])), now, 0))
+        logged += [Metric(f"table1/{row.model}/{feature}_{cell}", c.r, now, 0) for row in model_table1(self.analyses)
+                   for feature, cells in row.cells.items() for cell, c in cells.items() if not np.isnan(c.r)]
         self.client.log_batch(self.parent_id, metrics=logged)
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
@@ -234,13 +236,18 @@ class SubmissionTracker:
         now, langs, metrics = _now(), analysis.languages, []
         with self._staging() as folder:
             if analysis.consistency is not None:
-                cons = analysis.consistency
+                cons, how = analysis.consistency, analysis.layer_reduction
+                # mean_consistency follows analysis.layer_reduction; both reductions are logged by name
                 metrics.append(Metric("mean_consistency", mean_similarity(analysis), now, 0))
+                metrics += [Metric(f"consistency_{r}_over_layers", mean_similarity(analysis, r), now, 0)
+                            for r in ("max", "mean")]
                 metrics += [Metric("layer_similarity", float(v), now, int(layer))
                             for layer, v in zip(cons.layers, cons.layer_curve())]
-                self.client.log_table(run_id, _matrix_table(cons.mean, langs), "consistency_matrix.json")
-                self._save_figure(matrix_heatmap(cons.mean, langs, f"{analysis.model} / {analysis.concept}: cosine "
-                                                 f"similarity of concept vectors (mean over layers "
+                self.client.log_table(run_id, _matrix_table(cons.reduce(how), langs), "consistency_matrix.json")
+                self.client.log_table(run_id, _matrix_table(cons.mean, langs), "consistency_matrix_layer_mean.json")
+                self.client.log_table(run_id, _matrix_table(cons.max, langs), "consistency_matrix_layer_max.json")
+                self._save_figure(matrix_heatmap(cons.reduce(how), langs, f"{analysis.model} / {analysis.concept}: "
+                                                 f"cosine similarity of concept vectors ({how} over layers "
                                                  f"{cons.layers[0]}-{cons.layers[-1]})", "cosine similarity"),
                                   folder / "consistency_heatmap.png")
             if analysis.transfer is not None and analysis.directionality is not None:

@@ -1,0 +1,354 @@
+"""Reference checks (issue 15): each definition computed the authors' way and mvp's way must agree.
+
+The ``authors_*`` functions below are written from reading the authors' released code
+(github.com/shaoyangxu/Multilingual-Human-Value-Concepts at a39471d: consistency_analysis.py,
+recognize_concept.py, repe/rep_readers.py), keeping their loops and dict layout, on small synthetic
+inputs; mvp's functions are then asserted equal to them.
+"""
+
+import json
+from importlib.resources import files
+
+import numpy as np
+import pytest
+
+from mvplatform.analyses import ConceptAnalysis, concept_averaged, model_table1
+from mvplatform.catalog import LANGUAGES
+from mvplatform.concepts import ConceptVectors, extract_vectors, recognition_accuracy, repe_signs
+from mvplatform.crosslingual import SHARED_LANGUAGES, consistency, table1_row
+from mvplatform.linguistics import similarity_matrix, uriel_distances
+
+KINDS = ("genetic", "geographic", "syntactic", "phonological")
+
+
+# -- the shipped URIEL table -------------------------------------------------------------------
+
+def test_shipped_table_reproduces_the_authors_uriel_distances():
+    languages, distances = uriel_distances()
+    assert languages == list(LANGUAGES)  # the paper's 16, in the catalogue's order
+    for kind in (*KINDS, "inventory", "featural"):
+        matrix = distances[kind]
+        assert matrix.shape == (16, 16)
+        np.testing.assert_array_equal(matrix, matrix.T)
+        np.testing.assert_array_equal(np.diag(matrix), 0.0)
+        assert ((matrix >= 0) & (matrix <= 1)).all()
+    at = {lang: i for i, lang in enumerate(languages)}
+
+    def d(kind: str, a: str, b: str) -> float:
+        return float(distances[kind][at[a], at[b]])
+
+    # values read by hand from lang_sim.pt (torch.load(..., weights_only=True)), lang_sim[a][b][kind]
+    assert d("genetic", "en", "fr") == 0.9 and d("genetic", "es", "ca") == 0.2308
+    assert d("genetic", "sw", "ny") == 0.4615 and d("genetic", "fr", "es") == 0.4375
+    assert d("geographic", "ca", "ny") == 0.3 and d("geographic", "en", "ja") == 0.5
+    assert d("syntactic", "en", "zh") == 0.57 and d("syntactic", "ca", "ny") == 0.58
+    assert d("phonological", "ja", "ko") == 0.6875 and d("phonological", "ca", "ny") == 0.6162
+    assert d("phonological", "en", "fr") == 0.427
+
+
+def test_shipped_table_names_its_source_and_swahili_as_swh():
+    table = json.loads(files("mvplatform").joinpath("builtin/linguistics/uriel_distances.json").read_text())
+    assert table["source"]["commit"] == "a39471d1dade88ad75eaf3989475d7a45478d696"
+    assert table["source"]["file"] == "lang_sim.pt"
+    assert table["source"]["iso639_3"]["sw"] == "swh" and table["source"]["iso639_3"]["ny"] == "nya"
+
+
+def test_default_similarity_is_one_minus_the_uriel_distance():
+    languages = ["en", "fr", "sw", "ny"]
+    known, distances = uriel_distances()
+    index = [known.index(lang) for lang in languages]
+    for kind in KINDS:
+        np.testing.assert_allclose(similarity_matrix(languages, kind), 1 - distances[kind][np.ix_(index, index)])
+    # feature_cosine stays available by name, and is a different quantity
+    cosine = similarity_matrix(languages, "geographic", "feature_cosine")
+    assert not np.allclose(cosine, similarity_matrix(languages, "geographic"))
+
+
+def test_mvp_similarity_prints_the_matrix_as_csv_and_markdown(capsys):
+    from mvplatform.cli import main
+
+    assert main(["similarity", "genetic", "--languages", "en,fr,es", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ",en,fr,es"
+    assert lines[1].split(",") == ["en", "1.0000", "0.1000", "0.1000"]
+    assert lines[2].split(",") == ["fr", "0.1000", "1.0000", "0.5625"]
+    assert main(["similarity", "geographic", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "," + ",".join(LANGUAGES) and len(rows) == 17
+    assert main(["similarity", "syntactic", "--languages", "en,zh", "--format", "md"]) == 0
+    assert "| en | 1.0000 | 0.4300 |" in capsys.readouterr().out
+    assert main(["similarity", "genetic", "--languages", "en,xx"]) != 0
+    assert "unknown code(s) xx" in capsys.readouterr().err
+
+
+# -- consistency -------------------------------------------------------------------------------
+
+def authors_compute_sim(langs, readers):
+    """consistency_analysis.compute_sim: cosine per layer of direction * direction_signs[layer][0]."""
+    sim_dict = {}
+    for layer_idx in readers[langs[0]]["directions"]:
+        for l1 in langs:
+            sim_dict.setdefault(l1, {})
+            for l2 in langs:
+                sim_dict[l1].setdefault(l2, {})
+                if l1 == l2:
+                    continue
+                v1 = readers[l1]["directions"][layer_idx] * readers[l1]["signs"][layer_idx][0]
+                v2 = readers[l2]["directions"][layer_idx] * readers[l2]["signs"][layer_idx][0]
+                sim_dict[l1][l2][layer_idx] = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
+    return sim_dict
+
+
+def authors_max_sim(langs, concept_sim_dict):
+    """The heatmap / Table 1 matrix: max over layers per pair, mean over concepts, diagonal 1."""
+    out = {}
+    for l1 in langs:
+        out[l1] = {}
+        for l2 in langs:
+            if l1 == l2:
+                out[l1][l2] = 1
+            else:
+                values = [max(list(sim_dict[l1][l2].values())) for sim_dict in concept_sim_dict.values()]
+                out[l1][l2] = sum(values) / len(values)
+    return out
+
+
+def synthetic_vectors(rng, langs, n_layers=4, hidden=6, with_signs=True):
+    vectors, readers = {}, {}
+    for lang in langs:
+        directions = rng.normal(size=(n_layers, hidden))
+        signs = rng.choice([-1.0, 1.0], size=n_layers) if with_signs else None
+        vectors[lang] = ConceptVectors(list(range(1, n_layers + 1)), directions, "cluster_mean", None, signs)
+        readers[lang] = {"directions": {k + 1: directions[k] for k in range(n_layers)},
+                         "signs": {k + 1: [1 if signs is None else int(signs[k])] for k in range(n_layers)}}
+    return vectors, readers
+
+
+def test_consistency_is_the_authors_max_over_layers_then_mean_over_concepts():
+    rng = np.random.default_rng(3)
+    langs = ["en", "fr", "zh", "sw"]
+    concepts = {}
+    analyses = []
+    for concept in ("morality", "fairness", "toxicity"):
+        vectors, readers = synthetic_vectors(rng, langs)
+        concepts[concept] = authors_compute_sim(langs, readers)
+        cons = consistency(vectors)
+        # per concept: mvp's max reduction equals the authors' per-pair max over layers
+        for i, l1 in enumerate(langs):
+            for j, l2 in enumerate(langs):
+                if i != j:
+                    assert cons.max[i, j] == pytest.approx(max(concepts[concept][l1][l2].values()))
+        analyses.append(ConceptAnalysis("m", concept, langs, cons, similarity=cons.max, high_resource=("en",)))
+    expected = authors_max_sim(langs, concepts)
+    shared, averaged = concept_averaged(analyses)
+    assert shared == langs
+    np.testing.assert_allclose(averaged, [[expected[a][b] for b in langs] for a in langs], atol=1e-12)
+    # and the mean over layers (mvp's former default) is a different, still available reduction
+    cons = analyses[0].consistency
+    np.testing.assert_allclose(cons.reduce("mean"), cons.per_layer.mean(axis=0))
+    assert (cons.reduce("max") >= cons.reduce("mean") - 1e-12).all() and not np.allclose(cons.max, cons.mean)
+
+
+def test_consistency_applies_recorded_signs_like_compute_sim():
+    rng = np.random.default_rng(5)
+    vectors, _ = synthetic_vectors(rng, ["en", "fr"], with_signs=False)
+    flipped = {"en": vectors["en"], "fr": ConceptVectors(vectors["fr"].layers, vectors["fr"].directions,
+                                                         "cluster_mean", None, np.array([-1.0, 1.0, 1.0, 1.0]))}
+    plain, signed = consistency(vectors).per_layer, consistency(flipped).per_layer
+    assert signed[0, 0, 1] == pytest.approx(-plain[0, 0, 1])
+    np.testing.assert_allclose(signed[1:], plain[1:])
+
+
+def test_layer_curve_uses_the_languages_every_family_shares():
+    rng = np.random.default_rng(9)
+    langs = ["en", "zh", "fr", "ja", "sw"]
+    vectors, readers = synthetic_vectors(rng, langs)
+    sim = authors_compute_sim(langs, readers)
+    shared = [lang for lang in SHARED_LANGUAGES if lang in langs]  # en zh fr
+    # draw_sim_layers: per layer, mean over the ordered pairs of shared languages
+    expected = [np.mean([sim[a][b][layer] for a in shared for b in shared if a != b]) for layer in range(1, 5)]
+    np.testing.assert_allclose(consistency(vectors).layer_curve(SHARED_LANGUAGES), expected)
+
+
+# -- Table 1 -----------------------------------------------------------------------------------
+
+def authors_is_high(l1, l2, high):
+    if l1 in high and l2 in high:
+        return "all_high"
+    if l1 not in high and l2 not in high:
+        return "all_low"
+    return "cross"
+
+
+def authors_table1(langs, sim, lang_score, kind, high, off_by_one=False):
+    """linguistic_relationships: Direct over ordered off-diagonal pairs; Split = mean of two r's.
+
+    ``off_by_one=True`` reproduces the released Direct loop, which appends ``sim`` before updating it.
+    """
+    data_no_center, type_no_center = [], []
+    value = None
+    for l1 in langs:
+        for l2 in langs:
+            if l1 != l2:
+                data_no_center.append(value if off_by_one else sim[l1][l2])
+            value = sim[l1][l2]
+    for l1 in langs:
+        for l2 in langs:
+            if l1 != l2:
+                type_no_center.append(1 - lang_score[l1][l2][kind])
+    direct = np.corrcoef(data_no_center, type_no_center)[0, 1]
+    high_x, high_y, low_x, low_y = [], [], [], []
+    for l1 in langs:
+        for l2 in langs:
+            if l1 == l2:
+                continue
+            group = authors_is_high(l1, l2, high)
+            if group in ("all_high", "cross"):
+                high_x.append(1 - lang_score[l1][l2][kind])
+                high_y.append(sim[l1][l2])
+            else:
+                low_x.append(1 - lang_score[l1][l2][kind])
+                low_y.append(sim[l1][l2])
+    split = (np.corrcoef(high_x, high_y)[0, 1] + np.corrcoef(low_x, low_y)[0, 1]) / 2
+    return direct, split
+
+
+@pytest.mark.parametrize("high", [("en",), ("en", "zh"), ("en", "fr", "zh", "es")])
+def test_table1_direct_and_split_equal_the_authors(high):
+    rng = np.random.default_rng(len(high))
+    langs = ["en", "fr", "zh", "es", "ja", "ko", "fi", "hu"]
+    known, distances = uriel_distances()
+    lang_score = {a: {b: {k: distances[k][known.index(a), known.index(b)] for k in KINDS} for b in langs}
+                  for a in langs}
+    concepts, analyses = {}, []
+    for concept in ("morality", "fairness"):
+        vectors, readers = synthetic_vectors(rng, langs)
+        concepts[concept] = authors_compute_sim(langs, readers)
+        cons = consistency(vectors)
+        analyses.append(ConceptAnalysis("m", concept, langs, cons, similarity=cons.max, high_resource=high,
+                                        linguistic={k: {} for k in KINDS}))
+    sim = authors_max_sim(langs, concepts)
+    (row,) = model_table1(analyses)
+    for kind in KINDS:
+        direct, split = authors_table1(langs, sim, lang_score, kind, high)
+        assert row.cells[kind]["direct"].r == pytest.approx(direct, abs=1e-10)
+        assert row.cells[kind]["split"].r == pytest.approx(split, abs=1e-10)
+        # the released loop's off-by-one shifts every value by one pair: a different number
+        shifted, _ = authors_table1(langs, sim, lang_score, kind, high, off_by_one=True)
+        assert shifted != pytest.approx(direct, abs=1e-6)
+
+
+def test_table1_keeps_mvps_within_group_cells_by_name():
+    langs = ["en", "fr", "zh", "sw", "ny"]
+    rng = np.random.default_rng(1)
+    a = rng.uniform(size=(5, 5))
+    sim = (a + a.T) / 2
+    cells = table1_row(sim, similarity_matrix(langs, "genetic"), langs, ["en", "fr", "zh"])
+    assert set(cells) == {"direct", "split", "split_with_high", "split_low", "within_high"}
+    assert cells["within_high"].n_pairs == 3 and cells["split_with_high"].n_pairs == 9
+
+
+# -- orientation -------------------------------------------------------------------------------
+
+def authors_cluster_mean_reader(pos, neg, rng):
+    """ClusterMeanRepReader + RepReader.get_signs on pairs whose order read_data shuffled."""
+    n, n_layers, _ = pos.shape
+    hidden, labels = [], []
+    for i in range(n):
+        pair = [("pos", pos[i]), ("neg", neg[i])]
+        if rng.random() < 0.5:
+            pair.reverse()
+        labels.append([name == "pos" for name, _ in pair])
+        hidden.extend(h for _, h in pair)
+    hidden = np.stack(hidden)  # [2n, L, H]
+    choices = np.array(labels).reshape(-1)
+    directions, signs = {}, {}
+    for layer in range(n_layers):
+        h = hidden[:, layer]
+        direction = h[choices].mean(axis=0) - h[~choices].mean(axis=0)
+        directions[layer] = direction
+        scores = h @ direction / np.linalg.norm(direction)
+        pairs = [scores[i:i + 2] for i in range(0, len(scores), 2)]
+        outputs_min = [1 if min(o) == o[label.index(True)] else 0 for o, label in zip(pairs, labels)]
+        outputs_max = [1 if max(o) == o[label.index(True)] else 0 for o, label in zip(pairs, labels)]
+        signs[layer] = [-1 if np.mean(outputs_min) > np.mean(outputs_max) else 1]
+    return directions, signs
+
+
+def authors_accuracy(directions, signs, test_pos, test_neg):
+    """compute_acc: ``sign == -1`` compares a list with an int, so eval_func is always max."""
+    out = []
+    for layer in directions:
+        sign = signs[layer]
+        eval_func = min if sign == -1 else max
+        h = [np.array([p @ directions[layer], q @ directions[layer]]) for p, q in
+             zip(test_pos[:, layer], test_neg[:, layer])]
+        out.append(np.mean([eval_func(x) == x[0] for x in h]))
+    return np.array(out)
+
+
+def planted_pairs(rng, n=40):
+    """Layer 1: most pairs put pos slightly below neg, a few far above (mean difference points to pos,
+    the majority does not); layer 2: a clean concept."""
+    axis = np.zeros(5)
+    axis[0] = 1.0
+    base = rng.normal(scale=0.01, size=(n, 2, 5))
+    shift = np.where(np.arange(n) < 0.7 * n, -0.1, 1.0)[:, None] * axis
+    pos = base.copy()
+    pos[:, 0] += shift
+    pos[:, 1] += axis
+    neg = base + rng.normal(scale=0.001, size=base.shape)
+    return pos, neg
+
+
+def test_cluster_mean_follows_the_authors_raw_difference_and_records_their_signs():
+    rng = np.random.default_rng(0)
+    pos, neg = planted_pairs(rng)
+    test_pos, test_neg = planted_pairs(rng, 20)
+    directions, signs = authors_cluster_mean_reader(pos, neg, np.random.default_rng(1))
+    vectors = extract_vectors(pos, neg, [1, 2], "cluster_mean")
+    np.testing.assert_allclose(vectors.directions, np.stack([directions[0], directions[1]]), atol=1e-12)
+    assert vectors.signs.tolist() == [signs[0][0], signs[1][0]] == [-1.0, 1.0]
+    np.testing.assert_allclose(recognition_accuracy(vectors, test_pos, test_neg),
+                               authors_accuracy(directions, signs, test_pos, test_neg))
+    # the majority option flips layer 1 and so recognises differently there
+    majority = extract_vectors(pos, neg, [1, 2], "cluster_mean", orientation="majority")
+    np.testing.assert_allclose(majority.directions[0], -vectors.directions[0])
+    assert majority.signs is None
+    assert recognition_accuracy(majority, test_pos, test_neg)[0] != recognition_accuracy(vectors, test_pos, test_neg)[0]
+
+
+def repe_pca_signs(scores_pairs, labels):
+    """PCARepReader.get_signs: sign(mean(pos is max) - mean(pos is min)), 0 -> +1."""
+    out_min = np.mean([o[label.index(1)] == min(o) for o, label in zip(scores_pairs, labels)])
+    out_max = np.mean([o[label.index(1)] == max(o) for o, label in zip(scores_pairs, labels)])
+    sign = np.sign(out_max - out_min)
+    return 1.0 if sign == 0 else float(sign)
+
+
+def test_repe_sign_rule_matches_repe_including_ties():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        n = int(rng.integers(3, 9))
+        pos = rng.integers(-2, 3, size=(n, 1, 2)).astype(float)  # small integers: ties happen
+        neg = rng.integers(-2, 3, size=(n, 1, 2)).astype(float)
+        direction = rng.integers(-2, 3, size=(1, 2)).astype(float)
+        labels = [[1, 0]] * n
+        pairs = [[p @ direction[0], q @ direction[0]] for p, q in zip(pos[:, 0], neg[:, 0])]
+        assert repe_signs(direction, pos, neg)[0] == repe_pca_signs(pairs, labels)
+
+
+def test_pca_takes_repes_sign_rule_by_default():
+    rng = np.random.default_rng(2)
+    pos, neg = planted_pairs(rng)
+    vectors = extract_vectors(pos, neg, [1, 2], "pca")
+    margins = np.einsum("nlh,lh->nl", pos - neg, vectors.directions)
+    # after repe's rule at least as many pairs put pos above neg as below, at every layer
+    assert ((margins > 0).sum(axis=0) >= (margins < 0).sum(axis=0)).all()
+    assert vectors.signs is None
+
+
+def test_vectors_keep_their_signs_through_safetensors(tmp_path):
+    vectors = ConceptVectors([1, 2], np.ones((2, 3)), "cluster_mean", np.ones(2), np.array([-1.0, 1.0]))
+    vectors.save(tmp_path / "v.safetensors")
+    assert ConceptVectors.load(tmp_path / "v.safetensors").signs.tolist() == [-1.0, 1.0]

@@ -6,6 +6,7 @@ settings, returns plain results that tracking logs and reports render.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,17 +37,39 @@ class ConceptAnalysis:
     similarity_source: str = "uriel_distance"
 
 
-def language_order(languages: Sequence[str]) -> list[str]:
-    """High- to low-resource, as the paper orders its figures."""
+# Share (%) of each language in the pre-training data of the paper's three families, as the authors'
+# utils.ratio lists it (their figures sort languages by it); keyed by a pattern of the model's name.
+PRETRAINING_SHARE: dict[str, dict[str, float]] = {
+    r"llama-2": {"en": 89.70, "fr": 0.16, "zh": 0.13, "es": 0.13, "ja": 0.10, "pt": 0.09, "vi": 0.08, "ko": 0.06,
+                 "ca": 0.04, "id": 0.03, "fi": 0.03, "hu": 0.03},
+    r"^qwen-[0-9]": {"zh": 60.0, "en": 50.0, "fr": 0.16, "es": 0.13, "ja": 0.10, "pt": 0.09, "vi": 0.08, "ko": 0.06,
+                     "ca": 0.04, "id": 0.03, "fi": 0.03, "hu": 0.03},
+    r"^bloom": {"en": 30.03774, "zh": 16.16741, "fr": 12.89844, "es": 10.84550, "pt": 4.91041, "vi": 2.70733,
+                "id": 1.23708, "ca": 1.10206, "ta": 0.49485, "te": 0.18541, "sw": 0.01465, "ny": 0.00007},
+}
+
+
+def language_order(languages: Sequence[str], model: str = "") -> list[str]:
+    """High- to low-resource, as the paper orders its figures.
+
+    For the paper's families (LLaMA2, Qwen v1, BLOOM/BLOOMZ, recognised by name) by the family's
+    pre-training share, as the authors' ``sorted_by_ratio``; otherwise, and for ties and languages
+    without a share, in the catalogue's order (the paper's 16, high-resource first).
+    """
     rank = {code: i for i, code in enumerate(LANGUAGES)}
-    return sorted(languages, key=lambda code: rank.get(code, len(rank)))
+    ordered = sorted(languages, key=lambda code: rank.get(code, len(rank)))
+    name = model.rstrip("/").split("/")[-1].lower()
+    share = next((table for pattern, table in PRETRAINING_SHARE.items() if re.search(pattern, name)), None)
+    if share is None:
+        return ordered
+    return sorted(ordered, key=lambda code: -share.get(code, -1.0))
 
 
 def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str],
                     settings: AnalysisSpec) -> ConceptAnalysis:
     """Consistency, transferability and linguistic correlation over one concept's languages."""
     by_language = {r.language: r for r in results}
-    languages = language_order(by_language)
+    languages = language_order(by_language, results[0].model)
     vectors = {lang: by_language[lang].vectors for lang in languages}
     cons = consistency(vectors) if {"consistency", "linguistic"} & set(analyses) else None
     similarity = None if cons is None else cons.reduce(settings.layer_reduction)

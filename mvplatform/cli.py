@@ -217,6 +217,11 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                       "in this process when every item is cached): "
                       f"{', '.join(cross)} over {len(spec.data.languages)} languages "
                       f"(high-resource: {', '.join(spec.analysis.high_resource)})")
+        for model in spec.models:
+            if model.languages is not None or model.high_resource is not None:
+                console.print(f"  {model.short_name}: {len(spec.languages_for(model))} languages "
+                              f"({', '.join(spec.languages_for(model))}), high-resource: "
+                              f"{', '.join(spec.analysis_for(model).high_resource)}", highlight=False)
     if spec.control is not None:
         console.print(control_plan(spec), highlight=False)
     r = spec.resources

@@ -65,6 +65,17 @@ class ModelSpec(StrictModel):
     device_map: Literal["auto"] | None = Field(
         None, description="auto: spread a model larger than one GPU over all GPUs its worker holds "
         "(accelerate's device_map; give the worker that many GPUs with resources.gpus_per_worker).")
+    languages: list[str] | None = Field(
+        None, description="This model's languages, a subset of data.languages (the paper drops some per family); "
+        "default: data.languages.")
+    high_resource: list[str] | None = Field(
+        None, description="This model's high-resource group (Table 1's Split, transfer direction); default: "
+        "analysis.high_resource.")
+
+    @field_validator("languages", "high_resource")
+    @classmethod
+    def _check_model_languages(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_names(value, tuple(LANGUAGES), "language")
 
     @model_validator(mode="before")
     @classmethod
@@ -404,6 +415,31 @@ class Spec(StrictModel):
                              "control.languages (or data.languages), or drop the mode")
         return self
 
+    @model_validator(mode="after")
+    def _model_languages_are_data_languages(self) -> Spec:
+        for i, model in enumerate(self.model):
+            extra = [lang for lang in model.languages or [] if lang not in self.data.languages]
+            if extra:
+                raise ValueError(f"model[{i}].languages: {', '.join(extra)} not in data.languages; add them there "
+                                 "or drop them from the model")
+            missing = [lang for lang in self.control_languages if lang not in self.languages_for(model)]
+            if missing:
+                raise ValueError(f"model[{i}].languages: control steers {', '.join(missing)}, which this model "
+                                 "does not extract; add them or set control.languages")
+        return self
+
+    def languages_for(self, model: ModelSpec) -> list[str]:
+        """The languages extracted for ``model``: its own list, else data.languages (in data's order)."""
+        return [lang for lang in self.data.languages if model.languages is None or lang in model.languages]
+
+    def analysis_for(self, model: ModelSpec | str) -> AnalysisSpec:
+        """The analysis settings for ``model`` (a ModelSpec or its short name): its high-resource group."""
+        found = model if isinstance(model, ModelSpec) else next(
+            (m for m in self.model if model in (m.short_name, m.name)), None)
+        if found is None or found.high_resource is None:
+            return self.analysis
+        return self.analysis.model_copy(update={"high_resource": list(found.high_resource)})
+
     @property
     def control_languages(self) -> list[str]:
         if self.control is None:
@@ -687,7 +723,7 @@ def expand(spec: Spec) -> list[ExtractionItem]:
         ExtractionItem(model, concept, language)
         for model in spec.models
         for concept in spec.data.concepts
-        for language in spec.data.languages
+        for language in spec.languages_for(model)
     ]
 
 

@@ -470,15 +470,16 @@ class _Runner:
         for result in results:
             by_concept[result.concept].append(result)
         progress.update(bar, description=f"cross-lingual analyses ({model.short_name})")
+        settings = self.spec.analysis_for(model)  # the model's own high-resource group, when it has one
         pending = {}
         for concept in self.spec.data.concepts:
             label = f"{model.short_name} / {concept} / cross-lingual"
             if len(by_concept[concept]) < 2:
                 self.summary.failures[label] = "fewer than 2 languages succeeded; nothing to compare"
             elif not ray.is_initialized():  # everything was cached: no Ray, analyse in this process
-                self._log_analysis(label, analyse_concept(by_concept[concept], self.cross, self.spec.analysis))
+                self._log_analysis(label, analyse_concept(by_concept[concept], self.cross, settings))
             else:
-                ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, self.spec.analysis)
+                ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, settings)
                 pending[ref] = label
                 continue
             progress.advance(bar)

@@ -352,3 +352,61 @@ def test_vectors_keep_their_signs_through_safetensors(tmp_path):
     vectors = ConceptVectors([1, 2], np.ones((2, 3)), "cluster_mean", np.ones(2), np.array([-1.0, 1.0]))
     vectors.save(tmp_path / "v.safetensors")
     assert ConceptVectors.load(tmp_path / "v.safetensors").signs.tolist() == [-1.0, 1.0]
+
+
+# -- the paper's per-family settings -----------------------------------------------------------
+
+def test_family_specs_carry_the_authors_languages_and_groups():
+    from pathlib import Path
+
+    from mvplatform.spec import expand, load_spec
+
+    root = Path(__file__).parents[1] / "experiments"
+    expected = {"Llama-2-7b-chat-hf": ({"ny", "sw", "ta", "te"}, ["en"]),
+                "Qwen-7B-Chat": ({"ny", "sw", "ta", "te"}, ["en", "zh"]),
+                "bloomz-7b1": ({"ja", "ko", "fi", "hu"}, ["en", "zh", "fr", "es", "pt", "vi", "id", "ca"])}
+    union = load_spec(root / "paper.yaml")
+    for family in ("paper-llama2", "paper-qwen", "paper-bloomz"):
+        spec = load_spec(root / f"{family}.yaml")
+        assert len(spec.models) == 3 and spec.extract.orientation == "authors"
+        assert spec.analysis.layer_reduction == "max" and spec.analysis.similarity_source == "uriel_distance"
+        for model in spec.models:
+            if model.short_name in expected:
+                dropped, high = expected[model.short_name]
+                assert set(LANGUAGES) - set(spec.languages_for(model)) == dropped
+                assert sorted(spec.analysis_for(model).high_resource) == sorted(high)
+                # the union spec gives the same model the same languages and group
+                (same,) = [m for m in union.models if m.short_name == model.short_name]
+                assert set(union.languages_for(same)) == set(spec.languages_for(model))
+                assert sorted(union.analysis_for(same).high_resource) == sorted(high)
+    assert len(expand(union)) == 8 * 7 * 12
+
+
+def test_per_model_languages_and_groups_are_checked_and_used():
+    from mvplatform.errors import SpecError
+    from mvplatform.spec import expand, parse_spec
+
+    text = """name: t
+model:
+  - {name: gemma3-270m, languages: [en, fr], high_resource: [en]}
+  - smollm2-135m
+data: {languages: [en, fr, zh], concepts: [morality]}
+"""
+    spec = parse_spec(text)
+    assert [(i.model.short_name, i.language) for i in expand(spec)] == [
+        ("gemma3-270m", "en"), ("gemma3-270m", "fr"), ("smollm2-135m", "en"), ("smollm2-135m", "fr"),
+        ("smollm2-135m", "zh")]
+    assert spec.analysis_for("gemma3-270m").high_resource == ["en"]
+    assert spec.analysis_for(spec.models[1]).high_resource == spec.analysis.high_resource
+    with pytest.raises(SpecError, match=r"model\[0\].languages: ko not in data.languages"):
+        parse_spec(text.replace("[en, fr], high", "[en, ko], high"))
+
+
+def test_figures_order_languages_by_the_familys_pretraining_share():
+    from mvplatform.analyses import language_order
+
+    twelve = ["en", "fr", "zh", "es", "pt", "vi", "ca", "id", "ja", "ko", "fi", "hu"]
+    assert language_order(twelve, "meta-llama/Llama-2-7b-chat-hf")[:6] == ["en", "fr", "zh", "es", "ja", "pt"]
+    assert language_order(twelve, "Qwen-14B-Chat")[:2] == ["zh", "en"]
+    assert language_order(["ny", "sw", "en", "ta", "zh"], "bloomz-560m") == ["en", "zh", "ta", "sw", "ny"]
+    assert language_order(["ny", "zh", "en"], "gemma3-270m") == ["en", "zh", "ny"]  # catalogue order

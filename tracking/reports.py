@@ -94,7 +94,8 @@ def recompute_analyses(results: list[ExtractionResult], spec: Spec) -> list[Conc
     grouped: dict[tuple[str, str], list[ExtractionResult]] = defaultdict(list)
     for result in results:
         grouped[(result.model, result.concept)].append(result)
-    return [analyse_concept(group, cross, spec.analysis) for group in grouped.values() if cross and len(group) >= 2]
+    return [analyse_concept(group, cross, spec.analysis_for(group[0].model)) for group in grouped.values()
+            if cross and len(group) >= 2]
 
 
 def report(client: MlflowClient, ref: str, out_dir: Path, log: bool = True) -> list[Path]:

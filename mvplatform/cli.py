@@ -8,9 +8,11 @@ so ``mvp validate`` answers in a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the human reference (docs/spec.md) instead of JSON Schema")
     p = command("ui", cmd_ui, "start the MLflow UI on the local store, bound to 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000, help="TCP port, 1-65535 (default 5000)")
     p = command("data", cmd_data, "check a data set, or refresh the counts in the built-in data card")
     p.add_argument("action", choices=["check", "card"], help="check: run the quality checks; card: print counts")
     p.add_argument("dataset", nargs="?", default="builtin:values", help="builtin:values or an MVALUE directory")
@@ -128,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port, refused with exit 2 before anything starts."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; use a number from 1 to 65535")
+    return int(text)
+
+
 INIT_DEFAULTS = {"model": "gemma3-270m", "concepts": "morality,toxicity", "languages": "en,fr,zh,sw"}
 
 
@@ -147,11 +156,13 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
             "data": {"dataset": "builtin:values",
                      "concepts": [c.strip() for c in answers["concepts"].split(",") if c.strip()],
                      "languages": [c.strip() for c in answers["languages"].split(",") if c.strip()]},
-            "extract": {"method": "cluster_mean", "layers": "all"},
-            "analyses": ["recognition", "consistency", "transferability", "linguistic"]}
+            "extract": {"method": "cluster_mean", "layers": "all"}}
+    # Cross-lingual analyses compare languages: with one language only recognition applies.
+    several = len(spec["data"]["languages"]) > 1
+    spec["analyses"] = ["recognition", "consistency", "transferability", "linguistic"] if several else ["recognition"]
     text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, allow_unicode=True)
     output = args.output or Path("experiments") / f"{args.name}.yaml"
-    parse_spec(text, source=str(output))  # refuse to write a spec that would not validate
+    parse_spec(text, source="mvp init's flags")  # refuse to write a spec that would not validate
     if output.exists() and not args.force:
         raise SpecError(f"{output} exists; pass --force to overwrite it or choose another name")
     schema = Path("docs/spec.schema.json")
@@ -170,11 +181,13 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.spec)
     if args.deep:
         from mvplatform.extraction import layer_numbers
-        from mvplatform.models import model_depth
+        from mvplatform.models import check_local_weights, model_depth
         from ray_jobs.submit import prepare_data
 
-        prepare_data(spec, args.spec.resolve().parent)
+        for warning in prepare_data(spec, args.spec.resolve().parent).warnings:
+            console.print(f"[yellow]warning[/]: {warning}", highlight=False)
         for model in spec.models:
+            check_local_weights(model)
             depth = model_depth(model)
             layer_numbers(spec.extract, depth)
             console.print(f"  {model.name}: {depth} decoder layers", highlight=False)
@@ -349,7 +362,30 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         if experiment.name != "Default":
             console.print(f"  {experiment.name}: {base}/#/experiments/{experiment.experiment_id}/runs", highlight=False)
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(command, env=os.environ.copy())
+    return run_until_signalled(command)
+
+
+def run_until_signalled(command: list[str]) -> int:
+    """Run a server in its own process group and stop the whole group on Ctrl-C or SIGTERM.
+
+    MLflow's UI starts worker processes; stopping only the parent (as ``subprocess.call`` does on
+    SIGTERM) would leave them serving on the port.
+    """
+    server = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = server.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(ProcessLookupError):  # workers the server left behind
+            os.killpg(server.pid, signal.SIGKILL)
+    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:

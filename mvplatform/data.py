@@ -204,6 +204,43 @@ def load_split(
     return split
 
 
+MIN_TEST_PAIRS = 10  # below this, one pair moves test accuracy by more than 10 points
+
+
+def check_lengths(texts: dict[str, str], path: Path, max_chars: int) -> None:
+    """Refuse any text longer than ``max_chars`` (``data.max_input_chars``) before a model sees it.
+
+    A token is at least one byte and a character at most four, so the limit also bounds the tokens a
+    forward pass gets: one 1M-character text once ran a worker out of memory after minutes.
+    """
+    for key, text in texts.items():
+        if len(text) > max_chars:
+            raise DataError(f"{path}: {key}: the text has {len(text):,} characters, more than "
+                            f"data.max_input_chars = {max_chars:,}; shorten or drop it, or raise data.max_input_chars")
+
+
+def pair_texts(split: PairSplit) -> dict[str, str]:
+    """Every model input of a split, keyed ``pair-id pos|neg`` for messages."""
+    return {f"pair {p.key} {side}": text for p in (*split.train, *split.test)
+            for side, text in (("pos", p.pos), ("neg", p.neg))}
+
+
+def split_warnings(split: PairSplit, path: Path, language: str) -> list[str]:
+    """Problems that do not stop a run but make its numbers weak: a tiny test split, texts in another script."""
+    from mvplatform.datacheck import script_problem  # datacheck reads files through this module
+
+    warnings = []
+    if len(split.test) < MIN_TEST_PAIRS:
+        warnings.append(f"{path}: only {len(split.test)} test pair(s) (fewer than {MIN_TEST_PAIRS}): one pair moves "
+                        f"test accuracy by {100 / max(1, len(split.test)):.0f} points; raise data.test_fraction or "
+                        "add pairs")
+    wrong = [key for key, text in pair_texts(split).items() if script_problem(text, language)]
+    if wrong:
+        warnings.append(f"{path}: {len(wrong)} text(s) not written in {language}'s script (first: {wrong[0]}); "
+                        "check the file is the right language (mvp data check shows each)")
+    return warnings
+
+
 # ---------------------------------------------------------------------------------------------
 # Control instructions and judge lexicons (built-in: instructions/{lang}.json, lexicons/{name}.json)
 

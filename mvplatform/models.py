@@ -229,6 +229,46 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, str]:
     return identity
 
 
+def check_local_weights(spec: ModelSpec) -> None:
+    """A local model folder holds weights a load can read, checked in the driver from file headers only.
+
+    Without this, a folder with only a config or a damaged safetensors file fails inside every Ray
+    worker (and again on each restart) with a traceback that names no fix.
+    """
+    from safetensors import safe_open
+
+    path = Path(spec.name).expanduser()
+    if spec.name in PACKAGED or not path.is_dir():
+        return
+    tensors, binaries = sorted(path.glob("*.safetensors")), sorted(path.glob("*.bin"))
+    if not tensors and not binaries:
+        raise ModelError(f"model directory {path} has a config but no weights (*.safetensors or "
+                         "pytorch_model*.bin); copy the weights there, or point model.name at the folder that "
+                         "save_pretrained wrote")
+    for file in tensors:
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                weights.keys()
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for one meaning
+            raise ModelError(f"{file}: damaged safetensors file ({str(exc).splitlines()[0][:160]}); copy or save "
+                             "the weights again") from None
+
+
+def check_device_available(spec: ModelSpec) -> None:
+    """An explicit ``model.device`` this machine lacks is refused before a worker tries it (local Ray only:
+    a cluster's GPUs are on other machines)."""
+    kind, _, index = spec.device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = int(index or 0) + 1
+        if count < wanted:
+            raise ModelError(f"model.device: {spec.device} asked for, but this machine has {count} CUDA GPU(s) "
+                             f"(torch {torch.__version__}); use device: auto (or cpu), or submit to a cluster with "
+                             "GPUs (mvp submit --address)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("model.device: mps asked for, but this machine has no Apple GPU; use device: auto or cpu")
+
+
 def model_depth(spec: ModelSpec, cache_dir: Path | None = None) -> int:
     """Number of decoder layers, from the config alone (no weights): the cheap check before a run.
 

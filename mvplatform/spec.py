@@ -117,6 +117,9 @@ class DataSpec(StrictModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of pairs held out for recognition.")
     seed: int = Field(1, description="Seed of the pair shuffle (the paper uses 1).")
     max_pairs: int | None = Field(None, ge=2, description="Use at most this many pairs per concept and language.")
+    max_input_chars: int = Field(
+        2000, ge=1, description="Longest text (a pair's side, an instruction) accepted; longer ones are refused "
+        "before any model work, naming the file and pair (a token is at least a byte, so this bounds tokens too).")
     sandbox: StrictBool = Field(
         False, description="Refuse data paths outside the spec's folder (or data_root): data.dataset and "
         "control.instructions, after resolving .. and symlinks; builtin: data is always allowed.")
@@ -139,13 +142,6 @@ class ExtractSpec(StrictModel):
         "all", description="Decoder layers to analyse, 1-based, or all."
     )
     batch_size: int = Field(16, ge=1, description="Inputs per forward pass.")
-    folds: int = Field(
-        1, ge=1, description="Recognition tested by K-fold cross-validation over every pair of a cell (K >= 2): "
-        "each pair tested once by vectors from the other folds, accuracy pooled; the logged vectors still come from "
-        "the training split. 1: the paper's single train/test split.")
-    intervals: StrictBool = Field(
-        True, description="95% intervals, the label-permutation chance level and surface baselines (length, "
-        "bag of words) beside every recognition number; no model runs for them. false: bare numbers, as the paper.")
     orientation: Literal["authors", "majority"] = Field(
         "authors", description="How a direction is signed. authors (the paper's code): cluster_mean keeps the raw "
         "mean difference pos - neg, other methods take repe's sign rule; majority: flip each layer's direction so "

@@ -17,8 +17,12 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from mvplatform.errors import MvpError
 from mvplatform.extraction import PairStates
@@ -81,3 +85,25 @@ class StateStore:
         except OSError as exc:
             raise MvpError(f"results folder {self.root} is not writable ({exc}); set results.dir "
                            "to a writable folder") from None
+
+    @contextmanager
+    def submission_lock(self, spec_name: str, tracking_uri: str) -> Iterator[None]:
+        """Held while one submission of ``spec_name`` to ``tracking_uri`` runs; a second is refused.
+
+        Two at once would both resume the same parent run and log an item twice. The lock is a
+        file lock in this store (released by the OS if the holder dies), so it covers submissions
+        sharing this results folder: on a cluster, the driver's machine.
+        """
+        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+        path = self.root / "locks" / f"{spec_name}-{digest}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise MvpError(f"another `mvp submit` of spec {spec_name!r} to {tracking_uri} is running (lock {path}); "
+                           f"wait for it to finish (`mvp status` shows its progress), then submit again") from None
+        try:
+            yield
+        finally:
+            lock.release()

@@ -28,11 +28,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.control import MODE_LABELS, LanguageEvaluation
-from mvplatform.data import (InstructionSplit, PairSplit, load_instructions, load_split, pair_file,
-                             resolve_dataset, sandbox_root_for)
+from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_instructions, load_split, pair_file,
+                             pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
 from mvplatform.errors import SpecError
 from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
-from mvplatform.models import PACKAGED, converted_dir, model_depth, model_fingerprint
+from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir, model_depth,
+                               model_fingerprint)
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.search import StudyResult
 from mvplatform.statestore import StateStore, file_digest, state_key
@@ -75,24 +76,31 @@ class PreparedData:
     splits: dict[tuple[str, str], PairSplit]
     digests: dict[tuple[str, str], str]  # sha256 of each data file: part of the state cache key
     instructions: dict[str, InstructionSplit] = field(default_factory=dict)  # control languages
+    warnings: list[str] = field(default_factory=list)  # weak but usable data: printed, never fatal
 
 
 def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
     """Every split and control instruction set, read up front: a bad file stops the run before any work."""
     sandbox = sandbox_root_for(spec.data.sandbox, spec.data.data_root, base_dir)
     root = resolve_dataset(spec.data.dataset, base_dir, sandbox)
-    splits, digests = {}, {}
+    splits, digests, warnings = {}, {}, []
     for concept in spec.data.concepts:
         for language in spec.data.languages:
             splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
                                                      spec.data.seed, spec.data.max_pairs, base_dir, sandbox)
-            digests[(concept, language)] = file_digest(pair_file(root, concept, language))
+            path = pair_file(root, concept, language)
+            digests[(concept, language)] = file_digest(path)
+            check_lengths(pair_texts(splits[(concept, language)]), path, spec.data.max_input_chars)
+            warnings += split_warnings(splits[(concept, language)], path, language)
     instructions = {}
     if spec.control is not None:
         for language in spec.control_languages:
             instructions[language] = load_instructions(language, spec.control.search_fraction, spec.data.seed,
                                                        spec.control.instructions, base_dir, sandbox)
-    return PreparedData(splits, digests, instructions)
+            texts = {f"{kind} {i}": text for part in (instructions[language].search, instructions[language].test)
+                     for kind, items in part.items() for i, text in items.items()}
+            check_lengths(texts, Path(spec.control.instructions) / f"{language}.json", spec.data.max_input_chars)
+    return PreparedData(splits, digests, instructions, warnings)
 
 
 def check_control(spec: Spec, n_layers: int, model: ModelSpec) -> None:
@@ -135,56 +143,63 @@ def submit(
     start = time.perf_counter()
     items = expand(spec)
     data = prepare_data(spec, spec_path.parent if spec_path else None)
-    for model in spec.models:  # config only: bad names and layers fail before any run exists
+    for warning in data.warnings:
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    local_ray = address is None and not os.environ.get("RAY_ADDRESS")
+    for model in spec.models:  # config and file headers only: bad names and layers fail before any run exists
+        check_local_weights(model)
+        if local_ray:
+            check_device_available(model)
         depth = model_depth(model, cache_dir)
         layer_numbers(spec.extract, depth)
         check_control(spec, depth, model)
     store = StateStore(Path(spec.results.dir))
     store.check_writable()
     uri = resolve_tracking_uri(spec.tracking.uri)
-    client = check_store(uri)
+    with store.submission_lock(spec.name, uri):  # a second submission of this spec is refused, not merged
+        client = check_store(uri)
 
-    local = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
-    cached_request = no_model_needed(spec, data, items, store, force) if local else None
-    in_process = cached_request is not None
-    started_ray = not in_process and not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
-                 runtime_env={"env_vars": worker_env()})
-    try:
-        if cached_request is not None:
-            request = cached_request
-        else:
-            resources = ray.cluster_resources()
-            request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-        tracker = SubmissionTracker(client, spec, spec_path)
-        summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
-        summary.resumed, summary.ray = tracker.resumed, not in_process
-        if force:
-            client.set_tag(summary.parent_run_id, "force", ",".join(sorted(force)))
-        where = ("all cached, so no model and no Ray" if in_process
-                 else f"on Ray ({request.describe()} per worker)")
-        console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items, {where} -> MLflow {uri}, "
-                      f"run {summary.parent_run_id}", highlight=False)
-        if tracker.resumed:
-            console.print(f"resuming the interrupted submission {summary.parent_run_id} (resume {tracker.resumed}): "
-                          f"{len(tracker.finished)} child runs already logged are kept", highlight=False)
-        runner = _Runner(spec, data, store, request, cache_dir, tracker, summary, console, force)
-        try:
-            runner.run(items)
-        except BaseException:
-            tracker.abort()
-            raise
-        summary.model_loads = {pool.model.short_name: pool.loads for pool in runner.pools}
-        summary.stage_seconds = {"load": sum(pool.load_seconds for pool in runner.pools), **runner.stage_seconds,
-                                 "total": time.perf_counter() - start}
-        tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values())),
-                                          **{f"stage_seconds_{k}": v for k, v in summary.stage_seconds.items()}})
-    finally:
+        local = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+        cached_request = no_model_needed(spec, data, items, store, force) if local else None
+        in_process = cached_request is not None
+        started_ray = not in_process and not ray.is_initialized()
         if started_ray:
-            ray.shutdown()
-    summary.seconds = time.perf_counter() - start
-    return summary
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
+                     runtime_env={"env_vars": worker_env()})
+        try:
+            if cached_request is not None:
+                request = cached_request
+            else:
+                resources = ray.cluster_resources()
+                request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+            tracker = SubmissionTracker(client, spec, spec_path)
+            summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
+            summary.resumed, summary.ray = tracker.resumed, not in_process
+            if force:
+                client.set_tag(summary.parent_run_id, "force", ",".join(sorted(force)))
+            where = ("all cached, so no model and no Ray" if in_process
+                     else f"on Ray ({request.describe()} per worker)")
+            console.print(f"[bold]mvp[/] {spec.name}: {len(items)} items, {where} -> MLflow {uri}, "
+                          f"run {summary.parent_run_id}", highlight=False)
+            if tracker.resumed:
+                console.print(f"resuming the interrupted submission {summary.parent_run_id} (resume {tracker.resumed}): "
+                              f"{len(tracker.finished)} child runs already logged are kept", highlight=False)
+            runner = _Runner(spec, data, store, request, cache_dir, tracker, summary, console, force)
+            try:
+                runner.run(items)
+            except BaseException:
+                tracker.abort()
+                raise
+            summary.model_loads = {pool.model.short_name: pool.loads for pool in runner.pools}
+            summary.stage_seconds = {"load": sum(pool.load_seconds for pool in runner.pools), **runner.stage_seconds,
+                                     "total": time.perf_counter() - start}
+            tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values())),
+                                              **{f"stage_seconds_{k}": v for k, v in summary.stage_seconds.items()}})
+        finally:
+            if started_ray:
+                ray.shutdown()
+        summary.seconds = time.perf_counter() - start
+        return summary
 
 
 def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerprint: dict[str, str],
@@ -403,7 +418,7 @@ class _Runner:
     def _finish_item(self, item: ExtractionItem, states: PairStates, cached: bool,
                      results: list[ExtractionResult], progress: Progress, bar: TaskID) -> None:
         result = recognise(states, item.model.short_name, item.concept, item.language, self.spec.extract,
-                           self.spec.data.seed, cached)
+                           self.spec.data.seed, cached, self.data.splits[(item.concept, item.language)])
         self.tracker.log_extraction(result)
         results.append(result)
         self.summary.done.append(item.label)

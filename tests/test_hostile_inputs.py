@@ -102,6 +102,10 @@ def model_with_its_own_code(tmp_path) -> Path:
         class CustomConfig(PretrainedConfig):
             model_type = "mvp-custom-net"
     """))
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"weight": torch.zeros(1)}, str(folder / "model.safetensors"))
     return folder
 
 
@@ -176,3 +180,119 @@ def test_validate_finishes_in_bounded_time_and_memory(tmp_path, text):
                           text=True, timeout=120, preexec_fn=cap_memory, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 2, done.stderr
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- submit and validate --deep: refused before any model work ---------------------------------
+
+
+def _spec(tmp_path: Path, model: str, data: Path | str = "builtin:values", extra: str = "") -> Path:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: s\nmodel: {model}\ndata: {{dataset: '{data}', concepts: [morality], languages: [en]}}\n"
+                    f"analyses: [recognition]\nresults: {{dir: '{tmp_path / 'results'}'}}\n{extra}")
+    return spec
+
+
+def test_a_huge_text_is_refused_at_validate_naming_the_pair(tmp_path, capsys):
+    tree = {"g": {f"{i:03d}": {"pos": f"good {i}", "neg": f"bad {i}"} for i in range(20)}}
+    tree["g"]["007"]["neg"] = "x " * 500_000
+    write_mvalue(tmp_path / "data", "morality", "en", tree)
+    assert main(["validate", "--deep", str(_spec(tmp_path, "gemma3-270m", tmp_path / "data"))]) == 2
+    err = capsys.readouterr().err
+    assert "morality_en.json: pair g/007 neg: the text has 1,000,000 characters" in err
+    assert "data.max_input_chars" in err and not (tmp_path / "results").exists()
+
+
+def test_weak_data_gets_warnings_at_validate(tmp_path, capsys):
+    tree = {"g": {f"{i:03d}": {"pos": f"good {i}", "neg": f"bad {i}"} for i in range(20)}}
+    tree["g"]["003"]["pos"] = "\u6211\u5e2e\u52a9\u4e86\u4ed6"  # Chinese in an English file
+    write_mvalue(tmp_path / "data", "morality", "en", tree)
+    assert main(["validate", "--deep", str(_spec(tmp_path, "gemma3-270m", tmp_path / "data"))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "only 4 test pair(s) (fewer than 10)" in out
+    assert "1 text(s) not written in en's script (first: pair g/003 pos)" in out
+
+
+@pytest.mark.parametrize("damage", ["config only", "truncated safetensors"])
+def test_a_broken_model_folder_is_refused_before_ray(tmp_path, tiny_model_dir, capsys, damage):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    source = tiny_model_dir("llama")
+    (folder / "config.json").write_bytes((source / "config.json").read_bytes())
+    if damage == "truncated safetensors":
+        weights = (source / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    assert main(["validate", "--deep", str(_spec(tmp_path, f"'{folder}'"))]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("has a config but no weights" if damage == "config only" else "damaged safetensors file") in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_before_ray(tmp_path, capsys):
+    assert main(["submit", str(_spec(tmp_path, "{name: gemma3-270m, device: cuda}"))]) == 2
+    assert "model.device: cuda asked for, but this machine has 0 CUDA GPU(s)" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_second_submission_of_the_same_spec_is_refused(tmp_path, capsys):
+    """The first holds the lock (here a separate process); the second exits 2 at once, logging nothing."""
+    from mvplatform.statestore import StateStore
+    from tracking.store import resolve_tracking_uri
+
+    spec = _spec(tmp_path, "gemma3-270m")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from mvplatform.statestore import StateStore
+        with StateStore(Path({str(tmp_path / 'results')!r})).submission_lock("s", {resolve_tracking_uri()!r}):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["submit", str(spec)]) == 2
+        assert "another `mvp submit` of spec 's'" in " ".join(capsys.readouterr().err.split())
+    finally:
+        holder.kill()
+        holder.wait()
+    with StateStore(tmp_path / "results").submission_lock("s", resolve_tracking_uri()):
+        pass  # released when its holder died
+
+
+def test_ui_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["ui", "--port", "99999"])
+    assert exit_.value.code == 2
+    assert "'99999' is not a TCP port; use a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_init_with_one_language_writes_a_valid_spec(tmp_path, capsys):
+    output = tmp_path / "one.yaml"
+    assert main(["init", "one", "--languages", "en", "-o", str(output)]) == 0
+    assert load_spec(output).analyses == ["recognition"]
+
+
+def test_ui_stopped_with_sigterm_leaves_nothing_serving(tmp_path):
+    """mvp ui runs MLflow's server in its own process group and stops the whole group."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'ui.db'}"}
+    ui = subprocess.Popen([sys.executable, "-m", "mvplatform.cli", "ui", "--port", str(port)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def serving() -> bool:
+        with socket.socket() as client:
+            return client.connect_ex(("127.0.0.1", port)) == 0
+
+    deadline = time.monotonic() + 120
+    while not serving() and ui.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert serving(), "the MLflow UI did not start"
+    ui.send_signal(signal.SIGTERM)
+    assert ui.wait(timeout=60) == 0
+    time.sleep(1)
+    assert not serving()

@@ -6,9 +6,10 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from mvplatform.errors import TrackingError
@@ -41,9 +42,18 @@ def check_store(uri: str) -> MlflowClient:
     waiting for minutes. Later requests keep MLflow's retries.
     """
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..." is noise
-    client = MlflowClient(tracking_uri=uri)
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in URI_SCHEMES:
+        raise TrackingError(f"{uri!r} is not an MLflow tracking URI (from tracking.uri or MLFLOW_TRACKING_URI); "
+                            "use sqlite:///path/to/mlflow.db, http://host:port of a tracking server, or a database "
+                            "URI (postgresql://, mysql://), or unset both for the local store")
     try:
-        with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S)):
+        # Two first submissions to a new SQLite store would both create its tables; one would die with
+        # "table ... already exists". The lock beside the database file makes the second wait.
+        with _creation_lock(uri), _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                                               MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S),
+                                               MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"):
+            client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to a user
         fix = "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
@@ -54,6 +64,17 @@ def check_store(uri: str) -> MlflowClient:
             f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}"
         ) from None
     return client
+
+
+URI_SCHEMES = frozenset({"sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file"})
+
+
+def _creation_lock(uri: str) -> FileLock | nullcontext[None]:
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock", timeout=120)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from mvplatform.data import pair_file, read_pairs
 from mvplatform.errors import DataError
 
 MIN_PAIRS = 60
-MIN_INSTRUCTIONS = 100
+MIN_INSTRUCTIONS = 150
 
 _SCRIPT_RANGES: dict[str, str] = {
     "Han": "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff",

@@ -91,5 +91,5 @@ def test_instruction_split_is_seeded_parallel_and_disjoint():
     en, fr = load_instructions("en"), load_instructions("fr")
     assert set(en.search["harmful"]) == set(fr.search["harmful"]) == set(en.search["harmless"])
     assert not set(en.search["harmful"]) & set(en.test["harmful"])
-    assert len(en.search["harmful"]) == len(en.test["harmful"]) == 52
+    assert len(en.search["harmful"]) == len(en.test["harmful"]) == 75  # 150 ids, floor(0.5 * 150) to the search
     assert load_instructions("en", seed=2).search != en.search

@@ -78,6 +78,26 @@ class Evidence:
     chance: np.ndarray  # [L] 95th percentile of accuracy when the training labels are shuffled
     best: Interval  # best-layer accuracy, bootstrap with the layer choice inside each resample
     baselines: dict[str, np.ndarray]  # surface baseline -> per-pair results [n_eval] (0.5 = tie)
+    chance_best: float = float("nan")  # 95th percentile of the best layer's accuracy under shuffled labels
+
+    @property
+    def best_above_chance(self) -> bool:
+        """The best-layer number against chance with the same layer choice (max over layers, shuffled)."""
+        return bool(self.best.low > self.chance_best)
+
+    def to_json(self) -> dict[str, object]:
+        """Plain lists, for the run's accuracy.json (what ``mvp report`` reads back)."""
+        return {"folds": self.folds, "correct": self.correct.tolist(), "low": self.low.tolist(),
+                "high": self.high.tolist(), "chance": self.chance.tolist(), "chance_best": self.chance_best,
+                "best": [self.best.point, self.best.low, self.best.high],
+                "baselines": {name: values.tolist() for name, values in self.baselines.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Evidence:  # noqa: ANN001 - parsed JSON
+        return cls(int(data["folds"]), np.asarray(data["correct"], dtype=np.float64), np.asarray(data["low"]),
+                   np.asarray(data["high"]), np.asarray(data["chance"]), Interval(*map(float, data["best"])),
+                   {name: np.asarray(values, dtype=np.float64) for name, values in data["baselines"].items()},
+                   float(data.get("chance_best", float("nan"))))
 
     @property
     def n_eval(self) -> int:
@@ -229,7 +249,8 @@ def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.nd
         order = np.concatenate([np.flatnonzero(test) for _, test in splits])
         baselines = {name: _unsort(values, order) for name, values in baselines.items()}
     return Evidence(1 if folds is None else int(folds.max()) + 1, correct, low, high,
-                    np.quantile(permuted, 0.95, axis=0), best_layer_interval(correct, seed=seed), baselines)
+                    np.quantile(permuted, 0.95, axis=0), best_layer_interval(correct, seed=seed), baselines,
+                    float(np.quantile(permuted.max(axis=1), 0.95)))
 
 
 def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mvplatform.analyses import ConceptAnalysis, ModelTable1, model_table1  # noqa: E402
@@ -27,14 +28,36 @@ class Curve:
     label: str
     layers: list[int]
     accuracy: np.ndarray
+    low: np.ndarray | None = None  # 95% interval per layer (shaded band)
+    high: np.ndarray | None = None
+    chance: np.ndarray | None = None  # label-permutation chance level per layer
+
+    @classmethod
+    def of(cls, result: ExtractionResult) -> Curve:
+        """A cell's curve, with its band and chance level when the result carries evidence."""
+        ev = result.evidence
+        if ev is None:
+            return cls(result.language, result.vectors.layers, result.accuracy)
+        return cls(result.language, result.vectors.layers, result.accuracy, ev.low, ev.high, ev.chance)
 
 
 def accuracy_figure(curves: Sequence[Curve], title: str) -> Figure:
-    """Recognition accuracy per layer, one line per curve, with chance marked."""
+    """Recognition accuracy per layer, one line per curve, with its 95% band and chance marked.
+
+    A single curve also shows its permutation chance level; with several, the highest chance level
+    over curves is drawn (the bar every curve has to clear).
+    """
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 16 languages without repeated colours
     for curve in curves:
-        ax.plot(curve.layers, 100 * np.asarray(curve.accuracy), marker="o", markersize=3, label=curve.label)
+        (line,) = ax.plot(curve.layers, 100 * np.asarray(curve.accuracy), marker="o", markersize=3, label=curve.label)
+        if curve.low is not None and curve.high is not None:
+            ax.fill_between(curve.layers, 100 * np.asarray(curve.low), 100 * np.asarray(curve.high),
+                            color=line.get_color(), alpha=0.25 if len(curves) == 1 else 0.08, linewidth=0)
+    chances = [np.asarray(c.chance) for c in curves if c.chance is not None]
+    if chances:
+        ax.plot(curves[0].layers, 100 * np.max(chances, axis=0), color="grey", linestyle=":", linewidth=1.2,
+                label="chance (permutation 95th pct)")
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set(xlabel="decoder layer", ylabel="recognition accuracy (%)", ylim=(0, 102), title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -52,6 +75,36 @@ class TableRow:
     language: str
     best_layer: int
     best_accuracy: float
+    low: float | None = None  # 95% interval of best_accuracy
+    high: float | None = None
+    above_chance: bool | None = None  # None: no chance level computed
+
+
+def table_rows(results: Sequence[ExtractionResult], selected: bool = False) -> list[TableRow]:
+    """Best-layer (or training-chosen layer) rows, with intervals and the chance verdict when known.
+
+    The best layer's interval and chance level both repeat the layer choice (bootstrap, permutation
+    max over layers); the training-chosen layer's are plain per-layer ones.
+    """
+    rows = []
+    for r in results:
+        point = r.selected if selected else r.best
+        if point is None:
+            continue
+        ev = r.evidence
+        if ev is None:
+            rows.append(TableRow(r.model, r.concept, r.language, *point))
+        elif selected:
+            index = r.vectors.layers.index(point[0])
+            rows.append(TableRow(r.model, r.concept, r.language, *point, float(ev.low[index]), float(ev.high[index]),
+                                 bool(ev.above_chance[index])))
+        else:
+            rows.append(TableRow(r.model, r.concept, r.language, *point, ev.best.low, ev.best.high,
+                                 ev.best_above_chance))
+    return rows
+
+
+NOT_ABOVE_CHANCE = "°"  # marks a table cell whose interval does not clear the permutation chance level
 
 
 def _ordered(values: set[str], order: Sequence[str]) -> list[str]:
@@ -62,9 +115,12 @@ def recognition_table(rows: Sequence[TableRow], what: str = "best-layer recognit
     """Best-layer accuracy (%) as concept x language tables per model: (Markdown, CSV)."""
     markdown, out = [], io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["model", "concept", "language", "best_layer", "best_accuracy"])
+    writer.writerow(["model", "concept", "language", "best_layer", "best_accuracy", "ci_low", "ci_high",
+                     "above_chance"])
     for row in rows:
-        writer.writerow([row.model, row.concept, row.language, row.best_layer, f"{row.best_accuracy:.4f}"])
+        writer.writerow([row.model, row.concept, row.language, row.best_layer, f"{row.best_accuracy:.4f}",
+                         "" if row.low is None else f"{row.low:.4f}", "" if row.high is None else f"{row.high:.4f}",
+                         "" if row.above_chance is None else int(row.above_chance)])
     for model in sorted({r.model for r in rows}):
         mine = [r for r in rows if r.model == model]
         concepts = _ordered({r.concept for r in mine}, CONCEPTS)
@@ -75,12 +131,71 @@ def recognition_table(rows: Sequence[TableRow], what: str = "best-layer recognit
         markdown.append("|---" * (len(languages) + 2) + "|")
         for concept in concepts:
             values = [cell[(concept, lang)].best_accuracy if (concept, lang) in cell else None for lang in languages]
-            shown = [f"{100 * v:.1f}" if v is not None else "–" for v in values]
+            shown = [_shown(cell[(concept, lang)]) if (concept, lang) in cell else "–" for lang in languages]
             present = [v for v in values if v is not None]
             mean = f"{100 * np.mean(present):.1f}" if present else "–"
             markdown.append(f"| {concept} | " + " | ".join(shown) + f" | {mean} |")
         markdown.append("")
+    if any(r.low is not None for r in rows):
+        markdown.append(f"Cells: accuracy [95% interval]; {NOT_ABOVE_CHANCE} = not above chance (the interval's lower "
+                        "end does not clear the 95th percentile of accuracy with shuffled training labels).\n")
     return "\n".join(markdown), out.getvalue()
+
+
+def _shown(row: TableRow) -> str:
+    text = f"{100 * row.best_accuracy:.1f}"
+    if row.low is not None and row.high is not None:
+        text += f" [{100 * row.low:.0f}–{100 * row.high:.0f}]"
+    return text + (NOT_ABOVE_CHANCE if row.above_chance is False else "")
+
+
+BASELINE_LABELS = {"length_rule": "length rule", "length_lr": "length LR", "bow_lr": "bag-of-words LR"}
+
+
+def baselines_table(results: Sequence[ExtractionResult]) -> tuple[str, str]:
+    """Per cell: the vectors' accuracy beside the chance level and the surface baselines (markdown, csv).
+
+    All on the same pairs (the test split, or every pair under cross-validation). A baseline marked
+    ``!`` is above 50% with its interval's lower end: the texts alone give the answer away.
+    """
+    rank = {c: i for i, c in enumerate(CONCEPTS)}
+    order = {lang: i for i, lang in enumerate(LANGUAGES)}
+    cells = sorted((r for r in results if r.evidence is not None and r.evidence.baselines),
+                   key=lambda r: (r.model, rank.get(r.concept, 99), order.get(r.language, 99)))
+    names = list(BASELINE_LABELS)
+    lines = ["| model | concept | language | pairs | best layer | training-chosen layer | chance (best / chosen) | "
+             + " | ".join(BASELINE_LABELS.values()) + " |", "|---" * (7 + len(names)) + "|"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "concept", "language", "folds", "n_eval", "what", "accuracy", "ci_low", "ci_high"])
+
+    def pct(i) -> str:  # noqa: ANN001 - an Interval
+        return f"{100 * i.point:.0f} [{100 * i.low:.0f}–{100 * i.high:.0f}]"
+
+    for r in cells:
+        ev = r.evidence
+        chosen = r.selected_interval
+        index = r.vectors.layers.index(r.selected[0]) if r.selected is not None else None
+        chance = f"{100 * ev.chance_best:.0f} / " + ("–" if index is None else f"{100 * ev.chance[index]:.0f}")
+        base = {name: ev.baseline(name) for name in names if name in ev.baselines}
+        shown = [("–" if name not in base else pct(base[name]) + ("!" if base[name].low > 0.5 else "")) for name in names]
+        best = pct(ev.best) + ("" if ev.best_above_chance else NOT_ABOVE_CHANCE)
+        picked = "–" if chosen is None else pct(chosen) + ("" if ev.above_chance[index] else NOT_ABOVE_CHANCE)
+        pairs = f"{ev.n_eval}" + (f" ({ev.folds}-fold)" if ev.folds > 1 else "")
+        lines.append(f"| {r.model} | {r.concept} | {r.language} | {pairs} | {best} | {picked} | {chance} | "
+                     + " | ".join(shown) + " |")
+        rows = [("best_layer", ev.best)] + ([("selected_layer", chosen)] if chosen is not None else [])
+        rows += [(f"baseline_{name}", value) for name, value in base.items()]
+        for what, value in rows:
+            writer.writerow([r.model, r.concept, r.language, ev.folds, ev.n_eval, what, f"{value.point:.4f}",
+                             f"{value.low:.4f}", f"{value.high:.4f}"])
+        writer.writerow([r.model, r.concept, r.language, ev.folds, ev.n_eval, "chance_best", f"{ev.chance_best:.4f}",
+                         "", ""])
+    lines.append(f"\nAccuracy % [95% interval] on the same pairs. Best layer: bootstrap that repeats the layer choice; "
+                 f"{NOT_ABOVE_CHANCE} = its interval does not clear chance (95th percentile with shuffled training "
+                 "labels, same layer choice). Surface baselines read the raw texts only, trained on the same training "
+                 "pairs; ! = above 50% even at the interval's lower end (the data set gives the answer away).")
+    return "\n".join(lines), out.getvalue()
 
 
 def recognition_heatmap(rows: Sequence[TableRow], model: str, what: str = "best-layer recognition") -> Figure:
@@ -101,7 +216,14 @@ def recognition_heatmap(rows: Sequence[TableRow], model: str, what: str = "best-
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if grid[i, j] < 80 else "black")
+    hatched = [r for r in mine if r.above_chance is False]
+    for r in hatched:  # not above chance: greyed and hatched, so no one reads it as a finding
+        i, j = concepts.index(r.concept), languages.index(r.language)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=(0.6, 0.6, 0.6, 0.6), edgecolor="white",
+                               hatch="///", linewidth=0))
     fig.colorbar(image, ax=ax, label="accuracy (%)")
+    if hatched:
+        what += " (hatched: not above chance)"
     ax.set_title(f"{model}: {what}", fontsize=10)
     ax.set_xlabel("language (high- to low-resource)")
     fig.tight_layout()
@@ -223,12 +345,12 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
     folder.mkdir(parents=True, exist_ok=True)
     rank = {concept: i for i, concept in enumerate(CONCEPTS)}
     analyses = sorted(analyses, key=lambda a: (a.model, rank.get(a.concept, len(rank))))
-    rows = [TableRow(r.model, r.concept, r.language, *r.best) for r in results]
+    rows = table_rows(results)
     if rows:
         markdown, table_csv = recognition_table(rows)
         (folder / "recognition.md").write_text(markdown + "\n")
         (folder / "recognition.csv").write_text(table_csv)
-        selected = [TableRow(r.model, r.concept, r.language, *r.selected) for r in results if r.selected]
+        selected = table_rows(results, selected=True)
         if selected:
             markdown, table_csv = recognition_table(selected, "test accuracy at the layer chosen on training pairs")
             (folder / "recognition_selected.md").write_text(markdown + "\n")
@@ -238,9 +360,12 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
                       folder / f"recognition_selected_{model}.png")
         for model in sorted({r.model for r in rows}):
             _save(recognition_heatmap(rows, model), folder / f"recognition_{model}.png")
+        if any(r.evidence is not None and r.evidence.baselines for r in results):
+            markdown, table_csv = baselines_table(results)
+            (folder / "baselines.md").write_text(markdown + "\n")
+            (folder / "baselines.csv").write_text(table_csv)
         for model, concept in sorted({(r.model, r.concept) for r in results}):
-            curves = [Curve(r.language, r.vectors.layers, r.accuracy) for r in results
-                      if (r.model, r.concept) == (model, concept)]
+            curves = [Curve.of(r) for r in results if (r.model, r.concept) == (model, concept)]
             ordered = sorted(curves, key=lambda c: list(LANGUAGES).index(c.label) if c.label in LANGUAGES else 99)
             _save(accuracy_figure(ordered, f"{model} / {concept}: recognition accuracy per layer"),
                   folder / f"curves_{model}_{concept}.png")

@@ -68,7 +68,9 @@ def wilson(successes: np.ndarray | float, n: np.ndarray | int,
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # exact ends at 0 and n (the formula gives them up to rounding): an interval always holds its point
+    return (np.where(k <= 0, 0.0, np.clip(centre - half, 0.0, 1.0)),
+            np.where(k >= n, 1.0, np.clip(centre + half, 0.0, 1.0)))
 
 
 def accuracy_intervals(correct: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray,

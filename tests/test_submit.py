@@ -122,7 +122,7 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     path = folder / "spec.yaml"
     text = path.read_text().replace("analyses: [recognition, consistency]",
                                     "analyses: [recognition, consistency, transferability]")
-    path.write_text(text.replace("extract: {batch_size: 4}", "extract: {batch_size: 4, method: pca}"))
+    path.write_text(text.replace("extract: {batch_size: 4}", "extract: {batch_size: 4, method: pca, folds: 5}"))
     second = submit(load_spec(path), path)
     assert second.ok, second.failures
     assert second.computed == [] and sorted(second.cached) == sorted(first.done)
@@ -131,8 +131,23 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
                                             "and tags.step = 'cross-lingual'")
     assert all("transfer_high_to_low" in r.data.metrics or "transfer_within_high" in r.data.metrics for r in runs)
-    assert {r.data.tags["method"] for r in client.search_runs(
-        [experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' and tags.step = 'extract'")} == {"pca"}
+    extract = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
+                                               "and tags.step = 'extract'")
+    assert {r.data.tags["method"] for r in extract} == {"pca"}
+    # issue 16: 5-fold recognition over all 10 pairs, intervals, chance and surface baselines, from cached states
+    for run in extract:
+        metrics = run.data.metrics
+        assert metrics["folds"] == 5 and metrics["n_eval"] == 10
+        assert metrics["best_accuracy_ci_low"] <= metrics["best_accuracy"] <= metrics["best_accuracy_ci_high"]
+        for name in ("baseline_length_rule", "baseline_length_lr", "baseline_bow_lr"):
+            assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+        low = client.get_metric_history(run.info.run_id, "recognition_accuracy_ci_low")
+        chance = client.get_metric_history(run.info.run_id, "chance_level")
+        assert sorted(m.step for m in low) == sorted(m.step for m in chance) == list(range(1, TINY_LAYERS + 1))
+    # morality's pairs differ in one word ("helped" / "hurt"): the bag of words gives every pair away
+    morality = [r for r in extract if r.data.tags["concept"] == "morality"]
+    assert all(r.data.metrics["baseline_bow_lr"] == 1.0 for r in morality)
+    assert "summary/baselines.md" in {a.path for a in client.list_artifacts(second.parent_run_id, "summary")}
 
 
 def test_report_regenerates_tables_and_figures_from_mlflow_alone(submission, tmp_path):

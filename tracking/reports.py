@@ -24,7 +24,7 @@ from safetensors.numpy import load_file
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.concepts import ConceptVectors
 from mvplatform.errors import TrackingError
-from mvplatform.extraction import ExtractionResult
+from mvplatform.extraction import Evidence, ExtractionResult
 from mvplatform.report import write_summary
 from mvplatform.spec import CROSS_LINGUAL, Spec, load_spec
 
@@ -74,10 +74,12 @@ def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
             else:
                 pos = neg = np.zeros((0, len(vectors.layers), vectors.directions.shape[1]), dtype=np.float32)
             tags = run.data.tags
+            evidence = Evidence.from_json(curves["evidence"]) if curves.get("evidence") else None
             results.append(ExtractionResult(tags["model"], tags["concept"], tags["language"], vectors,
                                             np.asarray(curves["accuracy"]), pos, neg,
                                             int(run.data.metrics.get("n_train", 0)), 0.0,
-                                            tags.get("states") == "cached", None if train is None else np.asarray(train)))
+                                            tags.get("states") == "cached", None if train is None else np.asarray(train),
+                                            evidence))
     return results
 
 
@@ -110,12 +112,19 @@ def report(client: MlflowClient, ref: str, out_dir: Path, log: bool = True) -> l
     return files
 
 
+CELL_METRICS = ("best_accuracy", "best_accuracy_ci_low", "best_accuracy_ci_high", "best_chance_level",
+                "selected_accuracy", "selected_accuracy_ci_low", "selected_accuracy_ci_high",
+                "baseline_length_rule", "baseline_length_lr", "baseline_bow_lr")
+
+
 def key_metrics(client: MlflowClient, parent: Run) -> dict[str, float]:
     """The numbers worth comparing across submissions, by readable name."""
     out: dict[str, float] = {}
     for run in children(client, parent, "extract"):
         tags = run.data.tags
-        out[f"best_accuracy {tags['model']} / {tags['concept']} / {tags['language']}"] = run.data.metrics["best_accuracy"]
+        for name in CELL_METRICS:  # the number, its interval, chance and surface baselines (issue 16)
+            if name in run.data.metrics:
+                out[f"{name} {tags['model']} / {tags['concept']} / {tags['language']}"] = run.data.metrics[name]
     for run in children(client, parent, "cross-lingual"):
         tags, metrics = run.data.tags, run.data.metrics
         for name in sorted(metrics):

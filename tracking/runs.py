@@ -200,6 +200,7 @@ class SubmissionTracker:
         metrics += [Metric("best_layer", layer, now, 0), Metric("best_accuracy", accuracy, now, 0),
                     Metric("n_train", result.n_train, now, 0), Metric("n_test", result.n_test, now, 0),
                     Metric("seconds", result.seconds, now, 0)]
+        metrics += evidence_metrics(result, now)
         self.client.log_batch(run_id, metrics=metrics,
                               params=[Param("model", result.model), Param("concept", result.concept),
                                       Param("language", result.language), Param("method", result.vectors.method)],
@@ -213,8 +214,9 @@ class SubmissionTracker:
             (folder / "accuracy.json").write_text(json.dumps(
                 {"layers": result.vectors.layers, "accuracy": [float(a) for a in result.accuracy],
                  "train_accuracy": None if result.train_accuracy is None else [float(a) for a in result.train_accuracy],
-                 "best_layer": layer, "best_accuracy": accuracy}, indent=1))
-            curve = Curve(result.language, result.vectors.layers, result.accuracy)
+                 "best_layer": layer, "best_accuracy": accuracy,
+                 "evidence": None if result.evidence is None else result.evidence.to_json()}, indent=1))
+            curve = Curve.of(result)
             self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
@@ -295,6 +297,34 @@ class SubmissionTracker:
     def _save_figure(figure: plt.Figure, path: Path) -> None:
         figure.savefig(path)
         plt.close(figure)
+
+
+def evidence_metrics(result: ExtractionResult, now: int) -> list[Metric]:
+    """Intervals (``*_ci_low`` / ``*_ci_high``), chance level and surface baselines of one cell (issue 16).
+
+    Per layer (step = layer): ``recognition_accuracy_ci_*``, ``chance_level``, ``above_chance`` (1/0).
+    Per cell: the best and the training-chosen layer's intervals and chance verdicts, and each surface
+    baseline ``baseline_<name>`` with its interval, scored on the same pairs as the vectors.
+    """
+    ev = result.evidence
+    if ev is None:
+        return []
+    layers = result.vectors.layers
+    metrics = [Metric(name, float(v), now, int(step)) for step, lo, hi, chance, above in
+               zip(layers, ev.low, ev.high, ev.chance, ev.above_chance)
+               for name, v in (("recognition_accuracy_ci_low", lo), ("recognition_accuracy_ci_high", hi),
+                               ("chance_level", chance), ("above_chance", float(above)))]
+    values = {"best_accuracy_ci_low": ev.best.low, "best_accuracy_ci_high": ev.best.high,
+              "best_chance_level": ev.chance_best,
+              "best_above_chance": float(ev.best_above_chance), "folds": ev.folds, "n_eval": ev.n_eval}
+    selected = result.selected_interval
+    if selected is not None and result.selected is not None:
+        index = layers.index(result.selected[0])
+        values.update({"selected_accuracy_ci_low": selected.low, "selected_accuracy_ci_high": selected.high})
+        values["selected_above_chance"] = float(ev.above_chance[index])
+    for name in ev.baselines:
+        values.update(ev.baseline(name).as_dict(f"baseline_{name}"))
+    return metrics + [Metric(name, float(v), now, 0) for name, v in values.items()]
 
 
 def _matrix_table(matrix: np.ndarray, languages: list[str]) -> dict[str, list]:

@@ -90,7 +90,7 @@ def consistency(vectors: Mapping[str, ConceptVectors]) -> Consistency:
     layers = _common_layers(vectors)
     stacked = np.stack([_signed(vectors[lang]) for lang in languages], axis=1)  # [L, n, H]
     unit = stacked / np.linalg.norm(stacked, axis=-1, keepdims=True)
-    per_layer = np.einsum("lih,ljh->lij", unit, unit)
+    per_layer = np.clip(np.einsum("lih,ljh->lij", unit, unit), -1.0, 1.0)  # rounding can pass 1 (max reduction)
     return Consistency(languages, layers, per_layer, per_layer.mean(axis=0))
 
 

@@ -100,3 +100,13 @@ def test_uriel_data_is_found_even_when_the_lang2vec_script_shadows_the_package()
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == pytest.approx(1.0)
+
+
+def test_consistency_stays_within_minus_one_and_one():
+    # nearly parallel vectors whose float cosine rounds above 1 without clipping
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(8, 96)) * 1e3
+    vectors = {"en": ConceptVectors(list(range(1, 9)), base, "cluster_mean"),
+               "fr": ConceptVectors(list(range(1, 9)), base * (1 + 1e-12), "cluster_mean")}
+    result = consistency(vectors)
+    assert result.max.max() <= 1.0 and result.per_layer.min() >= -1.0

@@ -326,18 +326,153 @@ def check_instructions(folder: Path, languages: Iterable[str] = LANGUAGES,
     return out
 
 
-def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS) -> str:
-    """Markdown table: pairs per concept x language, and how often neg is the longer side."""
+def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS, limits: CueLimits = CueLimits()) -> str:
+    """The data card's generated block: pairs per concept x language, the surface cues, and, when the
+    folders sit next to ``root`` (as in the built-in set), back-translation results and instruction counts."""
     languages = list(LANGUAGES)
+    reports = {concept: {r.language: r for r in check_concept(root, concept, languages, min_pairs=0,
+                                                                min_cue_pairs=limits.min_cue_pairs)}
+               for concept in concepts}
     lines = ["| concept | " + " | ".join(languages) + " | neg longer |",
              "|---" * (len(languages) + 2) + "|"]
-    for concept in concepts:
-        reports = {r.language: r for r in check_concept(root, concept, languages, min_pairs=0)}
-        counts = [str(reports[lang].pairs) if reports[lang].pairs else "–" for lang in languages]
-        shares = [r.neg_longer for r in reports.values() if r.pairs]
+    for concept, by_language in reports.items():
+        counts = [str(by_language[lang].pairs) if by_language[lang].pairs else "–" for lang in languages]
+        shares = [r.neg_longer for r in by_language.values() if r.pairs]
         mean = f"{sum(shares) / len(shares):.2f}" if shares else "–"
         lines.append(f"| {concept} | " + " | ".join(counts) + f" | {mean} |")
+    parts = ["\n".join(lines), cue_table(reports, limits)]
+    backtranslation = root.parent / "backtranslation"
+    if backtranslation.is_dir():
+        parts.append(backtranslation_table(backtranslation_summary(backtranslation, root)))
+    instructions = root.parent / "instructions"
+    if instructions.is_dir():
+        parts.append(instruction_counts(instructions))
+    return "\n\n".join(parts)
+
+
+def cue_table(reports: dict[str, dict[str, FileReport]], limits: CueLimits = CueLimits()) -> str:
+    """Markdown: per concept the length share (mean and range over languages), the strongest other cues
+    (language and pairs that differ in the cue) and every language x cue that breaks ``limits``."""
+    lines = ["| concept | neg longer: mean (range) | negation | punctuation | opening | breaks the limits |",
+             "|---|---|---|---|---|---|"]
+    for concept, by_language in reports.items():
+        measured = [r for r in by_language.values() if r.pairs]
+        shares = [r.cues["length"].share for r in measured if r.cues["length"].covered]
+        length = f"{sum(shares) / len(shares):.2f} ({min(shares):.2f}-{max(shares):.2f})" if shares else "–"
+        cells = []
+        for name in CUE_NAMES[1:]:
+            report = worst(measured, name, limits)
+            if report is None or report.cues[name].covered < limits.min_cue_pairs:
+                cells.append("–")
+                continue
+            cells.append(f"{report.cues[name].accuracy:.2f} {report.language} (n {report.cues[name].covered})")
+        breaks = [f"{r.language} {name} {_value(r.cues[name]):.2f} (n {r.cues[name].covered})"
+                  for r in measured for name in CUE_NAMES if name in r.cues and limits.failure(r.cues[name])]
+        lines.append(f"| {concept} | {length} | " + " | ".join(cells) + f" | {', '.join(breaks) or 'none'} |")
+    note = (f"Limits: neg-longer share within {1 - limits.max_length_share:.2f}-{limits.max_length_share:.2f}; "
+            f"any other cue's best one-feature rule at most {limits.max_cue_accuracy:.2f} accurate; a cue is judged "
+            f"when at least {limits.min_cue_pairs} pairs differ in it (n).")
+    return "\n".join(lines) + "\n\n" + note
+
+
+def _value(cue: Cue) -> float:
+    return cue.share if cue.share is not None else cue.accuracy
+
+
+@dataclass(frozen=True)
+class BackTranslationResult:
+    """One language's blind back-translation check, read from ``backtranslation/{lang}.json``."""
+
+    language: str
+    checked: int
+    passed: int
+    failures: tuple[str, ...]  # "concept/id (kind, fix applied | fix not applied)"
+    pending: int = 0  # back-translated items without a verdict yet (the compare phase has not reached them)
+
+    @property
+    def share(self) -> float:
+        return self.passed / self.checked if self.checked else 0.0
+
+
+def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str] = LANGUAGES
+                            ) -> list[BackTranslationResult]:
+    """Pass rates per language file in ``folder`` (``{concept: {id: {"verdict": "pass"|"fail", ...}}}``).
+
+    A failed item's proposed ``fix_pos``/``fix_neg`` counts as applied when the pair file in
+    ``values`` now holds that text under the same id, so the card shows what is still open. Items
+    without a verdict are counted as pending, not as checked.
+    """
+    results = []
+    for language in languages:
+        path = folder / f"{language}.json"
+        if not path.is_file():
+            continue
+        try:
+            tree = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+        checked = passed = pending = 0
+        failures = []
+        for concept, items in tree.items():
+            if not isinstance(items, dict):
+                raise DataError(f"{path}: {concept}: expected an object of items by id")
+            current = _leaves_by_id(values, concept, language)
+            for key, item in items.items():
+                if not isinstance(item, dict):
+                    raise DataError(f"{path}: {concept}/{key}: expected an object with 'pos', 'neg' and 'verdict'")
+                verdict = item.get("verdict")
+                if verdict is None:
+                    pending += 1
+                    continue
+                if verdict not in ("pass", "fail"):
+                    raise DataError(f"{path}: {concept}/{key}: field 'verdict' must be 'pass' or 'fail', "
+                                    f"got {verdict!r}")
+                checked += 1
+                if verdict == "pass":
+                    passed += 1
+                    continue
+                kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
+                fixes = {side: item[f"fix_{side}"] for side in ("pos", "neg") if item.get(f"fix_{side}")}
+                leaf = current.get(key, {})
+                applied = bool(fixes) and all(leaf.get(side) == text for side, text in fixes.items())
+                failures.append(f"{concept}/{key} ({kind}, fix {'applied' if applied else 'not applied'})")
+        results.append(BackTranslationResult(language, checked, passed, tuple(failures), pending))
+    return results
+
+
+def _leaves_by_id(values: Path, concept: str, language: str) -> dict[str, dict]:
+    path = pair_file(values, concept, language)
+    if not path.is_file():
+        return {}
+    tree = json.loads(path.read_text(encoding="utf-8"))
+    return {key: leaf for group in tree.values() if isinstance(group, dict)
+            for key, leaf in group.items() if isinstance(leaf, dict)}
+
+
+def backtranslation_table(results: list[BackTranslationResult]) -> str:
+    """Markdown: per back-translated language, items checked, the share that passed, and the failures."""
+    lines = ["| language | checked | passed | share | failed items | not yet judged |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.language} | {r.checked} | {r.passed} | {r.share:.3f} | {'; '.join(r.failures) or '–'} "
+                     f"| {r.pending} |")
+    if not results:
+        lines.append("| – | 0 | 0 | – | no back-translation files | 0 |")
     return "\n".join(lines)
+
+
+def instruction_counts(folder: Path, languages: Iterable[str] = LANGUAGES) -> str:
+    """One line: harmful and harmless instructions per language (the smallest file's counts)."""
+    counts = []
+    for language in languages:
+        path = folder / f"{language}.json"
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            counts.append((len(data.get("harmful", {})), len(data.get("harmless", {}))))
+    if not counts:
+        return "Control instructions: none."
+    harmful, harmless = min(c[0] for c in counts), min(c[1] for c in counts)
+    return (f"Control instructions: {harmful} harmful and {harmless} harmless per language in {len(counts)} "
+            f"languages (fewest in any file).")
 
 
 COUNTS_START, COUNTS_END = "<!-- counts:start (mvp data card --write) -->", "<!-- counts:end -->"

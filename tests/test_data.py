@@ -268,3 +268,44 @@ def test_data_check_cli_reports_cues_and_takes_thresholds(tmp_path, capsys):
     main(["data", "check", str(tmp_path), "--min-cue-pairs", "1", "--max-length-share", "0.7",
           "--max-cue-accuracy", "1.0"])
     assert "0 cue failure(s)" in capsys.readouterr().out
+
+
+def test_cue_table_lists_the_worst_language_and_every_break(tmp_path):
+    from mvplatform.datacheck import CueLimits, check_concept, cue_table
+
+    write_mvalue(tmp_path, "morality", "en", {"g": {f"{i:03}": {"pos": p, "neg": n}
+                                                    for i, (p, n) in enumerate(CUE_SIDES)}})
+    write_mvalue(tmp_path, "morality", "fr", {"g": {"000": {"pos": "J'ai aidé.", "neg": "Je n'ai pas aidé du tout."},
+                                                    "001": {"pos": "J'ai payé le pain.", "neg": "J'ai volé."}}})
+    reports = {"morality": {r.language: r for r in check_concept(tmp_path, "morality", ["en", "fr"], min_pairs=0,
+                                                                 min_cue_pairs=2)}}
+    table = cue_table(reports, CueLimits(0.60, 0.60, min_cue_pairs=2)).splitlines()
+    # en: 4 of 6 untied pairs neg longer; fr: 1 of 2 -> mean 0.58, range 0.50-0.67. Negation: en 2/3 on 3
+    # pairs, fr 1.0 on 1 pair (not judged). Opening: en "i" 1.0 on 2 pairs; fr has no differing opening.
+    assert table[2] == ("| morality | 0.58 (0.50-0.67) | 0.67 en (n 3) | – | 1.00 en (n 2) | "
+                        "en length 0.67 (n 6), en negation 0.67 (n 3), en opening 1.00 (n 2) |")
+
+
+def test_backtranslation_summary_counts_passes_and_whether_fixes_landed(tmp_path):
+    from mvplatform.datacheck import backtranslation_summary, backtranslation_table
+    from mvplatform.errors import DataError
+
+    values, folder = tmp_path / "values", tmp_path / "backtranslation"
+    write_mvalue(values, "morality", "sw", {"care": {"001": {"pos": "Nilimsaidia.", "neg": "Nilimpiga."},
+                                                     "002": {"pos": "Nililipa.", "neg": "Niliiba."}}})
+    folder.mkdir()
+    (folder / "sw.json").write_text(json.dumps({"morality": {
+        "001": {"pos": "I helped him.", "neg": "I hit him.", "verdict": "pass"},
+        "002": {"pos": "I paid.", "neg": "I stole.", "verdict": "fail", "problem": "meaning: x",
+                "fix_pos": "Nililipa."},
+        "003": {"pos": "a", "neg": "b", "verdict": "fail", "problem": "swapped: y", "fix_neg": "Sikulipa."},
+        "004": {"pos": "blind, not yet compared", "neg": "c"}}}))
+    [result] = backtranslation_summary(folder, values, ["en", "sw"])  # en has no file: skipped
+    assert (result.language, result.checked, result.passed, result.pending) == ("sw", 3, 1, 1)
+    assert result.share == 1 / 3
+    assert result.failures == ("morality/002 (meaning, fix applied)", "morality/003 (swapped, fix not applied)")
+    assert backtranslation_table([result]).splitlines()[2] == (
+        "| sw | 3 | 1 | 0.333 | morality/002 (meaning, fix applied); morality/003 (swapped, fix not applied) | 1 |")
+    (folder / "sw.json").write_text(json.dumps({"morality": {"001": {"verdict": "maybe"}}}))
+    with pytest.raises(DataError, match=r"sw\.json: morality/001: field 'verdict' must be 'pass' or 'fail'"):
+        backtranslation_summary(folder, values, ["sw"])

@@ -410,3 +410,85 @@ def test_figures_order_languages_by_the_familys_pretraining_share():
     assert language_order(twelve, "Qwen-14B-Chat")[:2] == ["zh", "en"]
     assert language_order(["ny", "sw", "en", "ta", "zh"], "bloomz-560m") == ["en", "zh", "ta", "sw", "ny"]
     assert language_order(["ny", "zh", "en"], "gemma3-270m") == ["en", "zh", "ny"]  # catalogue order
+
+
+# -- end to end: analyse_concept -> Table 1 files ---------------------------------------------
+
+def test_analyses_and_summary_use_the_papers_definitions_by_default(tmp_path):
+    from mvplatform.analyses import analyse_concept
+    from mvplatform.extraction import ExtractionResult
+    from mvplatform.report import write_summary
+    from mvplatform.spec import AnalysisSpec
+
+    rng = np.random.default_rng(11)
+    langs = ["ny", "en", "sw", "zh", "fr", "ta"]
+    settings = AnalysisSpec(high_resource=["en", "zh", "fr"])
+    analyses = []
+    for concept in ("morality", "fairness"):
+        results = []
+        for lang in langs:
+            vectors = ConceptVectors([1, 2, 3], rng.normal(size=(3, 8)), "cluster_mean", None,
+                                     np.array([1.0, -1.0, 1.0]))
+            pos = rng.normal(size=(4, 3, 8))
+            results.append(ExtractionResult("bloomz-560m", concept, lang, vectors, np.full(3, 0.5), pos,
+                                            pos - 1, 16, 0.0))
+        analyses.append(analyse_concept(results, ["consistency", "linguistic"], settings))
+    first = analyses[0]
+    assert first.languages == ["en", "zh", "fr", "ta", "sw", "ny"]  # BLOOM's pre-training shares
+    np.testing.assert_allclose(first.similarity, first.consistency.max)
+    assert set(first.linguistic["genetic"]) == {"direct", "split", "split_with_high", "split_low", "within_high"}
+    (row,) = model_table1(analyses)
+    assert row.model == "bloomz-560m" and row.concepts == ["morality", "fairness"]
+    np.testing.assert_allclose(row.similarity, (analyses[0].similarity + analyses[1].similarity) / 2)
+    write_summary(tmp_path, [], analyses)
+    text = (tmp_path / "table1_linguistic.md").read_text()
+    assert "the paper's Table 1: per model" in text and "genetic Direct | genetic Split" in text
+    direct = row.cells["genetic"]["direct"].r
+    assert f"| bloomz-560m | {direct:+.2f}" in text
+    rows = (tmp_path / "table1_linguistic.csv").read_text().splitlines()
+    assert rows[0] == "model,concept,feature,cell,r,p,n_pairs"
+    assert f"bloomz-560m,all,genetic,direct,{direct:.4f}" in "\n".join(rows)
+    assert any(line.startswith("bloomz-560m,morality,genetic,within_high,") for line in rows)
+    # the mean over layers stays a named option
+    mean = analyse_concept(results, ["linguistic"], settings.model_copy(update={"layer_reduction": "mean"}))
+    assert mean.consistency is None and mean.layer_reduction == "mean"
+    ordered = {r.language: r.vectors for r in sorted(results, key=lambda r: mean.languages.index(r.language))}
+    np.testing.assert_allclose(mean.similarity, consistency(ordered).mean)
+
+
+def test_tracker_logs_both_layer_reductions_and_the_per_model_table1(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from mvplatform.analyses import analyse_concept
+    from mvplatform.extraction import ExtractionResult
+    from mvplatform.spec import parse_spec
+    from tracking.runs import SubmissionTracker
+
+    spec = parse_spec("name: fidelity\nmodel: [{name: gemma3-270m, high_resource: [en]}]\n"
+                      "data: {languages: [en, fr, zh, ja], concepts: [morality, fairness]}\n")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = SubmissionTracker(client, spec)
+    tracker.start(0)
+    rng = np.random.default_rng(2)
+    analyses = []
+    for concept in ("morality", "fairness"):
+        results = [ExtractionResult("gemma3-270m", concept, lang,
+                                    ConceptVectors([1, 2], rng.normal(size=(2, 5)), "cluster_mean"),
+                                    np.full(2, 0.5), np.zeros((2, 2, 5)), np.zeros((2, 2, 5)), 8, 0.0)
+                   for lang in ("en", "fr", "zh", "ja")]
+        analysis = analyse_concept(results, ["consistency", "linguistic"], spec.analysis_for("gemma3-270m"))
+        assert analysis.high_resource == ("en",)
+        tracker.log_analysis(analysis)
+        analyses.append(analysis)
+    tracker.finish({})
+    child = client.search_runs([tracker.experiment_id], "tags.step = 'cross-lingual'")[0]
+    concept = next(a for a in analyses if a.concept == child.data.tags["concept"])
+    off = ~np.eye(4, dtype=bool)
+    assert child.data.metrics["consistency_max_over_layers"] == pytest.approx(concept.consistency.max[off].mean())
+    assert child.data.metrics["consistency_mean_over_layers"] == pytest.approx(concept.consistency.mean[off].mean())
+    assert child.data.metrics["mean_consistency"] == child.data.metrics["consistency_max_over_layers"]
+    parent = client.get_run(tracker.parent_id).data.metrics
+    (row,) = model_table1(analyses)
+    assert parent["table1/gemma3-270m/syntactic_direct"] == pytest.approx(row.cells["syntactic"]["direct"].r)
+    assert parent["table1/gemma3-270m/genetic_split_with_high"] == pytest.approx(
+        row.cells["genetic"]["split_with_high"].r)

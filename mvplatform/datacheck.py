@@ -69,17 +69,20 @@ NEGATION: dict[str, str] = {
     "ca": _W.format("no|mai|res|ningú|cap|sense|ni|tampoc|gens"),
     "vi": _W.format("không|chẳng|chả|chưa|đừng|chớ"),
     "id": _W.format("tidak|tak|bukan|jangan|belum|tanpa|tiada|enggak|nggak"),
-    "fi": _W.format("en|et|ei|emme|ette|eivät|enkä|etkä|eikä|emmekä|ettekä|eivätkä|älä|älkää|ilman"),
+    "fi": _W.format("en|et|ei|emme|ette|eivät|enkä|etkä|eikä|emmekä|ettekä|eivätkä|älä|älkää|ilman|"
+                    "ett(?:en|et|ei|emme|ette|eivät)|\\w+m[aä]tt[aä]"),
     "hu": _W.format("nem|ne|sem|soha|nélkül|nincs\\w*|sincs\\w*|semmi\\w*|senki\\w*|sehol|sehova"),
-    "sw": _W.format("si|sio|siyo|hapana|bila|wala|sina|huna|hana|hatuna|hamna|hawana|hakuna|"
-                    "(?!usiku)(?:siku|sija|sita|haku|haja|hawa|hatu|ham|usi|msi|wasi|tusi)\\w{2,}"),
+    "sw": _W.format("si|sio|siyo|hapana|bila|wala|pasipo|sina|huna|hana|hatuna|hamna|hawana|hakuna|"
+                    "(?!sikukuu|sikuzote)(?:siku|sija|sita|haku|haja|hawa|hatu|hamku|hamja|hamta)\\w{2,}|"
+                    "(?:nisi|usi|asi|tusi|msi|wasi)\\w+e|(?:si|hu|ha|hatu|ham|hawa)(?:wezi|taki|jui|pendi|oni|sikii|fai)|"
+                    "(?:asiye|wasio|isiyo|usio|kisicho|lisilo|zisizo|visivyo)\\w*"),
     "ny": _W.format("si|ayi|osati|palibe|alibe|ndilibe|tilibe|mulibe|kulibe|popanda|"
                     "(?:sindi|sitin|sana|sada|sanga|musa|osa)\\w+"),
     "zh": "不|没|沒|未|无|無|别(?!人)|勿|莫",
-    "ja": "ない|なかっ|なく|ません|ませんでし|ず(?:に|、|。)|せず|ぬ|無断|無視",
-    "ko": "않|(?<!잘)못|없|(?<!\\w)안(?!\\w)|말고|마세요|마라|지 마",
-    "ta": "இல்லை|ில்லை|மாட்ட|கூடாது|வேண்டாம்|அல்ல|ாமல்|முடியாது",
-    "te": "లేదు|లేక|లేని|లేను|లేరు|లేము|కాదు|వద్దు|కుండా|కూడదు|కుదరదు",
+    "ja": "ない|なかっ|なく|ません|ませんでし|ず(?:に|、|。)|せず|ぬ|無断|無視|無理|いいえ|だめ|ダメ",
+    "ko": "않|(?<!잘)못|없|(?<!\\w)안(?!\\w)|말고|마세요|마라|지 마|아니|모르|몰라|몰랐",
+    "ta": "இல்லை|ில்லை|இல்லா|ில்லா|மாட்ட|கூடாது|வேண்டாம்|அல்ல|ாமல|முடியா|ாத(?=\\s)",
+    "te": "లేదు|లేక|లేని|లేన|లేను|లేరు|లేము|లేవు|కాదు|వద్దు|వద్దన|కుండా|కూడదు|కుదరదు|ఉండదు",
 }
 _NEGATION = {language: re.compile(pattern) for language, pattern in NEGATION.items()}
 

@@ -223,6 +223,17 @@ def test_cues_read_the_sides_not_the_shared_scenario_and_count_characters_in_chi
     assert zh.neg_longer == 1 / 3
 
 
+@pytest.mark.parametrize(("language", "negated"), [
+    ("fi", "Lähdin maksamatta."), ("fi", "Sanoin, etteivät he tule."), ("sw", "Siwezi, gari liko gereji."),
+    ("sw", "Alimsingizia mfanyakazi asiye na hatia."), ("ja", "無理なんだ、車が修理中だから。"), ("ko", "나는 그 사실을 몰랐다."),
+    ("ta", "அவர் தெரியாமலேயே சென்றார்."), ("ta", "எதுவும் செய்யாத பெண்."), ("te", "మంచి కార్యక్రమం లేనప్పుడు."),
+])
+def test_negation_markers_catch_affixes(language, negated):
+    from mvplatform.datacheck import has_negation
+
+    assert has_negation(negated, language)
+
+
 @pytest.mark.parametrize(("language", "negated", "plain"), [
     ("en", "I didn't tell her.", "I told her."),
     ("fr", "Je n'ai rien dit.", "J'ai tout dit."),

@@ -66,7 +66,7 @@ NEGATION: dict[str, str] = {
     "fr": "(?<!\\w)n['’]|" + _W.format("ne|pas|jamais|rien|aucun|aucune|sans|ni|non|guère"),
     "es": _W.format("no|nunca|jamás|nada|nadie|ningún|ninguno|ninguna|sin|ni|tampoco"),
     "pt": _W.format("não|nunca|jamais|nada|ninguém|nenhum|nenhuma|sem|nem"),
-    "ca": _W.format("no|mai|res|ningú|cap|sense|ni|tampoc|gens"),
+    "ca": _W.format("no|mai|res|ningú|sense|ni|tampoc|gens"),  # not "cap": "cap de setmana", "cap a"
     "vi": _W.format("không|chẳng|chả|chưa|đừng|chớ"),
     "id": _W.format("tidak|tak|bukan|jangan|belum|tanpa|tiada|enggak|nggak"),
     "fi": _W.format("en|et|ei|emme|ette|eivät|enkä|etkä|eikä|emmekä|ettekä|eivätkä|älä|älkää|ilman|"

@@ -74,7 +74,8 @@ NEGATION: dict[str, str] = {
     "hu": _W.format("nem|ne|sem|soha|nélkül|nincs\\w*|sincs\\w*|semmi\\w*|senki\\w*|sehol|sehova"),
     "sw": _W.format("si|sio|siyo|hapana|bila|wala|pasipo|sina|huna|hana|hatuna|hamna|hawana|hakuna|"
                     "(?!sikukuu|sikuzote)(?:siku|sija|sita|haku|haja|hawa|hatu|hamku|hamja|hamta)\\w{2,}|"
-                    "(?:nisi|usi|asi|tusi|msi|wasi)\\w+e|(?:si|hu|ha|hatu|ham|hawa)(?:wezi|taki|jui|pendi|oni|sikii|fai)|"
+                    "(?:nisi|usi|asi|tusi|msi|wasi)\\w+e|"
+                    "(?:si|hu|ha|hatu|ham|hawa)(?:wezi|taki|jui|pendi|oni|sikii|fai)|"
                     "(?:asiye|wasio|isiyo|usio|kisicho|lisilo|zisizo|visivyo)\\w*"),
     "ny": _W.format("si|ayi|osati|palibe|alibe|ndilibe|tilibe|mulibe|kulibe|popanda|"
                     "(?:sindi|sitin|sana|sada|sanga|musa|osa)\\w+"),

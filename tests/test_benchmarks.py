@@ -23,6 +23,7 @@ FAST = {
     "trial_batching": ["trials_per_min_batched_over_one_per_generation", "objective_values_identical"],
     "search_efficiency": ["tpe_evaluations_over_grid", "random_evaluations_over_grid"],
     "profile_generation": ["steering_hooks_share_window", "seconds_per_row_64_over_8"],
+    "validation_scaling": ["languages_list_time_10000_over_1000", "data_pairs_time_10000_over_1000"],
 }
 SLOW = {
     "cold_load": ["load_time_safetensors_over_gguf"],

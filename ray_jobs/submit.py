@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -164,8 +166,7 @@ def submit(
         in_process = cached_request is not None
         started_ray = not in_process and not ray.is_initialized()
         if started_ray:
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
-                     runtime_env={"env_vars": worker_env()})
+            start_ray(address, verbose)
         try:
             if cached_request is not None:
                 request = cached_request
@@ -200,6 +201,26 @@ def submit(
                 ray.shutdown()
         summary.seconds = time.perf_counter() - start
         return summary
+
+
+def start_ray(address: str | None, verbose: bool) -> None:
+    """``ray.init`` with Ctrl-C held back until it returns, then honoured with Ray shut down.
+
+    An interrupt in the middle of Ray's start-up once crashed the driver and left Ray's processes
+    running; deferred, it stops the submission cleanly a moment later.
+    """
+    interrupted: list[int] = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, _: interrupted.append(signum)) if in_main_thread else None
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
+                 runtime_env={"env_vars": worker_env()})
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        ray.shutdown()
+        raise KeyboardInterrupt
 
 
 def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerprint: dict[str, str],

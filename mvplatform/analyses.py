@@ -18,6 +18,7 @@ from mvplatform.crosslingual import (Consistency, Correlation, Directionality, T
                                      table1_row, transfer)
 from mvplatform.extraction import ExtractionResult
 from mvplatform.spec import AnalysisSpec
+from mvplatform.uncertainty import CrossLingualIntervals, consistency_interval, transfer_intervals
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ConceptAnalysis:
     layer_reduction: str = "max"
     high_resource: tuple[str, ...] = ()
     similarity_source: str = "uriel_distance"
+    intervals: CrossLingualIntervals | None = None  # issue 16: when the results carry evidence
 
 
 # Share (%) of each language in the pre-training data of the paper's three families, as the authors'
@@ -83,9 +85,32 @@ def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str]
         linguistic = {feature: table1_row(similarity, similarity_matrix(languages, feature, settings.similarity_source),
                                           languages, settings.high_resource)
                       for feature in settings.linguistic_features}
+    intervals = cross_lingual_intervals([by_language[lang] for lang in languages], cons, trans,
+                                        settings.layer_reduction)
     return ConceptAnalysis(results[0].model, results[0].concept, languages,
                            cons if "consistency" in analyses else None, trans, direction, linguistic, similarity,
-                           settings.layer_reduction, tuple(settings.high_resource), settings.similarity_source)
+                           settings.layer_reduction, tuple(settings.high_resource), settings.similarity_source,
+                           intervals)
+
+
+def cross_lingual_intervals(results: Sequence[ExtractionResult], cons: Consistency | None, trans: Transfer | None,
+                            reduction: str) -> CrossLingualIntervals | None:
+    """Bootstrap intervals of consistency (over training pairs) and transfer (over test pairs), issue 16.
+
+    Only when every result carries its evidence (``extract.intervals``); no model runs.
+    """
+    evidence = [r.evidence for r in results]
+    if not results or any(e is None or e.train_diffs is None for e in evidence):
+        return None
+    consistency_ci = transfer_ci = None
+    if cons is not None and len(results) > 1:
+        train = {r.language: (r.evidence.train_diffs, np.zeros_like(r.evidence.train_diffs)) for r in results}
+        consistency_ci = consistency_interval(train, results[0].vectors.method, seed=evidence[0].seed,
+                                              orientation=evidence[0].orientation, reduction=reduction)
+    if trans is not None:
+        transfer_ci = transfer_intervals({r.language: r.vectors.directions for r in results},
+                                         {r.language: (r.test_pos, r.test_neg) for r in results})
+    return CrossLingualIntervals(consistency_ci, transfer_ci)
 
 
 def mean_similarity(analysis: ConceptAnalysis, how: str | None = None) -> float:

@@ -79,6 +79,11 @@ class Evidence:
     best: Interval  # best-layer accuracy, bootstrap with the layer choice inside each resample
     baselines: dict[str, np.ndarray]  # surface baseline -> per-pair results [n_eval] (0.5 = tie)
     chance_best: float = float("nan")  # 95th percentile of the best layer's accuracy under shuffled labels
+    # [n_train, L, H] float32 pos - neg of the training split: the consistency bootstrap re-extracts from it
+    # (kept in memory for the cross-lingual analyses, not logged)
+    train_diffs: np.ndarray | None = None
+    orientation: str = "authors"
+    seed: int = 1  # the extraction seed (pca's pair flips), so re-extractions match the logged vectors
 
     @property
     def best_above_chance(self) -> bool:
@@ -250,7 +255,8 @@ def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.nd
         baselines = {name: _unsort(values, order) for name, values in baselines.items()}
     return Evidence(1 if folds is None else int(folds.max()) + 1, correct, low, high,
                     np.quantile(permuted, 0.95, axis=0), best_layer_interval(correct, seed=seed), baselines,
-                    float(np.quantile(permuted.max(axis=1), 0.95)))
+                    float(np.quantile(permuted.max(axis=1), 0.95)),
+                    (pos[:n_train] - neg[:n_train]).astype(np.float32), extract.orientation, seed)
 
 
 def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -223,12 +223,16 @@ def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, s
     diffs = (pos.astype(np.float64) - neg).transpose(1, 0, 2)  # [L, n, H]
     weights = counts * signs  # [B, n]
     raw = np.matmul(weights / counts.sum(axis=1, keepdims=True), diffs)  # [L, B, H]
-    if orientation != "majority":
+    if orientation not in ("majority", "repe"):  # the authors' cluster means: the raw mean difference
         return raw.transpose(1, 0, 2)
     # the sign rule on the drawn (and flipped) pairs: margin of pair i = s_i * d_i . direction
     margins = np.matmul(diffs, raw.transpose(0, 2, 1)) * signs.T[None]  # [L, n, B]
-    share = np.einsum("bn,lnb->lb", counts, (margins > 0).astype(np.float64)) / counts.sum(axis=1)[None]  # [L, B]
-    raw *= np.where(share >= 0.5, 1.0, -1.0)[:, :, None]
+    above = np.einsum("bn,lnb->lb", counts, (margins > 0).astype(np.float64))  # [L, B] drawn pairs with pos above
+    if orientation == "majority":  # concepts.orient: keep when at least half the pairs put pos above
+        keep = above / counts.sum(axis=1)[None] >= 0.5
+    else:  # concepts.repe_signs: flip only when more pairs put pos below than above
+        keep = np.einsum("bn,lnb->lb", counts, (margins < 0).astype(np.float64)) <= above
+    raw *= np.where(keep, 1.0, -1.0)[:, :, None]
     return raw.transpose(1, 0, 2)
 
 
@@ -272,45 +276,105 @@ def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: n
 @dataclass(frozen=True)
 class ConsistencyInterval:
     languages: list[str]
-    low: np.ndarray  # [n, n] interval of the layer-mean cosine similarity of each language pair
+    low: np.ndarray  # [n, n] interval of the layer-reduced cosine similarity of each language pair
     high: np.ndarray
     mean: Interval  # the mean off-diagonal similarity (one number for a concept)
 
 
 def consistency_interval(train: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "cluster_mean",
                          n_boot: int = N_REEXTRACT, seed: int = 0, confidence: float = CONFIDENCE,
-                         chunk: int = 64, orientation: str = "authors") -> ConsistencyInterval:
+                         chunk: int = 64, orientation: str = "authors", reduction: str = "mean") -> ConsistencyInterval:
     """Bootstrap over each language's training pairs of the cosine similarity between languages' vectors.
 
     ``train`` maps language -> (pos, neg) training states [n, L, H]. Each language is resampled
-    independently (its own seed offset), its vectors re-extracted, and the layer-mean cosine matrix
-    recomputed per resample; the point is the similarity of the full-data vectors.
+    independently (its own seed offset), its vectors re-extracted and signed as
+    :func:`mvplatform.crosslingual.consistency` signs them (the authors' cluster means by repe's
+    sign rule), and the cosine matrix recomputed per resample and reduced over layers (``mean`` or
+    ``max``); the point is the same computation on the full training sets.
     """
     languages = list(train)
     if len(languages) < 2:
         raise ValueError("consistency needs at least two languages")
+    if reduction not in ("mean", "max"):
+        raise ValueError(f"unknown layer reduction {reduction!r}; choose mean or max")
+    signing = "repe" if orientation == "authors" and method == "cluster_mean" else orientation
     k = len(languages)
-    units: list[np.ndarray] = []  # per language [B, L, H] unit vectors
+    units: list[np.ndarray] = []  # per language [1 + B, L, H] unit vectors; row 0: the full training set
     for i, lang in enumerate(languages):
         pos, neg = train[lang]
-        counts = bootstrap_counts(pos.shape[0], n_boot, seed + 7919 * (i + 1))
-        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed,
-                                                          orientation)
-                                     for s in range(0, n_boot, chunk)])
+        counts = np.concatenate([np.ones((1, pos.shape[0])), bootstrap_counts(pos.shape[0], n_boot, seed + 7919 * (i + 1))])
+        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed, signing)
+                                     for s in range(0, len(counts), chunk)])
         units.append(directions / np.linalg.norm(directions, axis=-1, keepdims=True))
-    sims = np.empty((n_boot, k, k))
+    sims = np.ones((n_boot + 1, k, k))
     for i in range(k):
-        for j in range(k):
-            sims[:, i, j] = np.einsum("blh,blh->bl", units[i], units[j]).mean(axis=1) if i <= j else sims[:, j, i]
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(sims, alpha, axis=0), np.quantile(sims, 1 - alpha, axis=0)
+        for j in range(i + 1, k):
+            per_layer = np.clip(np.einsum("blh,blh->bl", units[i], units[j]), -1.0, 1.0)
+            sims[:, i, j] = sims[:, j, i] = per_layer.mean(axis=1) if reduction == "mean" else per_layer.max(axis=1)
     off = ~np.eye(k, dtype=bool)
-    mean_low, mean_high = _percentiles(sims[:, off].mean(axis=1), confidence)
-    full = {lang: extract_vectors(*train[lang], list(range(1, train[lang][0].shape[1] + 1)), method, seed,
-                                  orientation=orientation).directions for lang in languages}
-    unit = {lang: d / np.linalg.norm(d, axis=-1, keepdims=True) for lang, d in full.items()}
-    point = np.array([[np.mean(np.sum(unit[a] * unit[b], axis=-1)) for b in languages] for a in languages])
-    return ConsistencyInterval(languages, low, high, Interval(float(point[off].mean()), mean_low, mean_high))
+    low, high = _centred(sims[1:], sims[0], confidence)
+    mean_low, mean_high = _centred(sims[1:, off].mean(axis=1), sims[0, off].mean(), confidence)
+    return ConsistencyInterval(languages, low, high, Interval(float(sims[0, off].mean()), float(mean_low),
+                                                              float(mean_high)))
+
+
+def _centred(resampled: np.ndarray, point: np.ndarray | float, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap's percentile spread placed around the point (its median moved onto the point), in [-1, 1].
+
+    Resampling pairs adds noise to both vectors, which lowers their cosine: the resampled values sit
+    below the full-data one, and a raw percentile interval would often miss the point altogether.
+    The spread is what says how much another draw of training pairs would move the number.
+    """
+    alpha = (1 - confidence) / 2
+    lo, mid, hi = np.quantile(resampled, [alpha, 0.5, 1 - alpha], axis=0)
+    return np.clip(point + lo - mid, -1.0, 1.0), np.clip(point + hi - mid, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TransferIntervals:
+    languages: list[str]
+    low: np.ndarray  # [n, n] interval of T(row -> column), paired bootstrap over the column's test pairs
+    high: np.ndarray
+
+
+def transfer_intervals(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
+                       n_boot: int = N_BOOT, seed: int = 0, confidence: float = CONFIDENCE) -> TransferIntervals:
+    """Intervals of T(l1 -> l2) = best-layer acc(l1's vectors on l2) - best-layer acc(l2's own on l2).
+
+    Per target, one set of resamples of its test pairs is shared by every source and by the target's
+    own vectors (paired), and both sides re-pick their best layer in every resample.
+    """
+    languages = [lang for lang in directions if lang in test_states]
+    n = len(languages)
+    low, high = np.zeros((n, n)), np.zeros((n, n))
+    for j, target in enumerate(languages):
+        pos, neg = test_states[target]
+        own = pair_correct(directions[target], pos, neg)
+        for i, source in enumerate(languages):
+            if i != j:
+                result = paired_difference(pair_correct(directions[source], pos, neg), own, n_boot, seed + j, confidence)
+                low[i, j], high[i, j] = result.low, result.high
+    return TransferIntervals(languages, low, high)
+
+
+@dataclass(frozen=True)
+class CrossLingualIntervals:
+    """The intervals of one concept's cross-lingual analyses (attached to its ConceptAnalysis)."""
+
+    consistency: ConsistencyInterval | None = None
+    transfer: TransferIntervals | None = None
+
+
+def fisher_interval(r: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Fisher-z interval of a Pearson r over n points (nan when r is nan or n < 4).
+
+    Language pairs share languages, so they are not independent points: read this interval as a
+    lower bound on the uncertainty of a Table 1 cell.
+    """
+    if np.isnan(r) or n < 4:
+        return float("nan"), float("nan")
+    z, half = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)), _z(confidence) / np.sqrt(n - 3)
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
 def above_chance(low: np.ndarray | float, chance: np.ndarray | float) -> np.ndarray:

@@ -131,6 +131,11 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
                                             "and tags.step = 'cross-lingual'")
     assert all("transfer_high_to_low" in r.data.metrics or "transfer_within_high" in r.data.metrics for r in runs)
+    for run in runs:  # issue 16: bootstrap intervals of consistency and transfer
+        metrics = run.data.metrics
+        assert metrics["mean_consistency_ci_low"] <= metrics["mean_consistency"] <= metrics["mean_consistency_ci_high"]
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"transfer_scores_ci_low.json", "consistency_matrix_ci_high.json"} <= names
     extract = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "
                                                "and tags.step = 'extract'")
     assert {r.data.tags["method"] for r in extract} == {"pca"}

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from mvplatform.concepts import extract_vectors
+from mvplatform.concepts import extract_vectors, repe_signs
 from mvplatform.uncertainty import (accuracy_intervals, best_layer_interval, bootstrap_counts, consistency_interval,
-                                    mcnemar, paired_difference, pair_correct, pearson, permutation_chance,
-                                    resampled_directions, wilson)
+                                    fisher_interval, mcnemar, paired_difference, pair_correct, pearson,
+                                    permutation_chance, resampled_directions, transfer_intervals, wilson)
 
 Z = 1.959963984540054
 
@@ -109,7 +109,7 @@ def test_pair_correct_counts_ties_as_wrong():
     np.testing.assert_array_equal(pair_correct(np.array([[1.0, 0.0]]), pos, neg), [[1.0], [0.0], [0.0]])
 
 
-@pytest.mark.parametrize("orientation", ["authors", "majority"])
+@pytest.mark.parametrize("orientation", ["authors", "majority", "repe"])
 def test_batched_cluster_mean_reextraction_matches_extract_vectors(orientation):
     """The vectorised path must give the vectors extract_vectors gives on the same drawn, flipped pairs."""
     rng = np.random.default_rng(0)
@@ -123,8 +123,12 @@ def test_batched_cluster_mean_reextraction_matches_extract_vectors(orientation):
         flip = signs[b, index] < 0
         p = np.where(flip[:, None, None], neg[index], pos[index])
         q = np.where(flip[:, None, None], pos[index], neg[index])
-        np.testing.assert_allclose(batched[b], extract_vectors(p, q, [1, 2, 3], orientation=orientation).directions,
-                                   atol=1e-12)
+        if orientation == "repe":  # how crosslingual.consistency signs the authors' cluster means
+            expected = extract_vectors(p, q, [1, 2, 3]).directions
+            expected = expected * repe_signs(expected, p, q)[:, None]
+        else:
+            expected = extract_vectors(p, q, [1, 2, 3], orientation=orientation).directions
+        np.testing.assert_allclose(batched[b], expected, atol=1e-12)
 
 
 def test_permutation_chance_on_a_two_pair_example():
@@ -251,3 +255,40 @@ def test_evidence_survives_the_round_trip_through_accuracy_json():
     assert back.best == ev.best and back.chance_best == ev.chance_best and back.folds == 2
     # the best-layer chance level is the shuffled runs' best layer: never below any single layer's
     assert ev.chance_best >= ev.chance.max()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "max"])
+@pytest.mark.parametrize("orientation", ["authors", "majority"])
+def test_consistency_interval_point_is_the_analysis_number(orientation, reduction):
+    from mvplatform.crosslingual import consistency
+
+    rng = np.random.default_rng(2)
+    train = {lang: (rng.normal(size=(10, 3, 4)) + 0.2, rng.normal(size=(10, 3, 4))) for lang in ("en", "fr", "sw")}
+    vectors = {lang: extract_vectors(p, q, [1, 2, 3], orientation=orientation) for lang, (p, q) in train.items()}
+    matrix = consistency(vectors).reduce(reduction)
+    expected = matrix[~np.eye(3, dtype=bool)].mean()
+    result = consistency_interval(train, n_boot=30, orientation=orientation, reduction=reduction)
+    assert result.mean.point == pytest.approx(expected)
+    assert result.mean.low <= result.mean.point <= result.mean.high
+    assert (result.low <= matrix + 1e-12).all() and (matrix <= result.high + 1e-12).all()
+
+
+def test_transfer_intervals_are_paired_bootstraps_of_the_score():
+    # one layer; en's vector reads x, sw's reads y. On sw's 4 test pairs x is right on 2, y on all 4:
+    # T(en -> sw) = 0.5 - 1.0 = -0.5; on en's pairs both are right everywhere: T(sw -> en) = 0 exactly.
+    directions = {"en": np.array([[1.0, 0.0]]), "sw": np.array([[0.0, 1.0]])}
+    en = np.array([[[1.0, 1.0]]] * 4)
+    sw = np.array([[[1.0, 1.0]], [[1.0, 1.0]], [[-1.0, 1.0]], [[-1.0, 1.0]]])
+    result = transfer_intervals(directions, {"en": (en, np.zeros_like(en)), "sw": (sw, np.zeros_like(sw))},
+                                n_boot=500)
+    assert (result.low[1, 0], result.high[1, 0]) == (0.0, 0.0)
+    assert result.low[0, 1] == -1.0 and result.high[0, 1] == 0.0  # a resample can draw only x-right or x-wrong pairs
+    assert result.low[0, 0] == result.high[0, 0] == 0.0
+
+
+def test_fisher_interval_matches_pearson():
+    r = 6 / math.sqrt(60)
+    low, high = fisher_interval(r, 5)
+    full = pearson(np.array([1, 2, 3, 4, 5.0]), np.array([2, 4, 5, 4, 5.0]))
+    assert (low, high) == pytest.approx((full.low, full.high))
+    assert all(math.isnan(v) for v in fisher_interval(float("nan"), 10) + fisher_interval(0.5, 3))

@@ -29,6 +29,7 @@ from mvplatform.extraction import ExtractionResult
 from mvplatform.analyses import ConceptAnalysis, mean_similarity, model_table1
 from mvplatform.report import Curve, accuracy_figure, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
+from mvplatform.uncertainty import fisher_interval
 from tracking.store import artifact_location
 
 MAX_PARAM_LENGTH = 500
@@ -268,12 +269,37 @@ class SubmissionTracker:
                 markdown, table_csv = table1([(analysis.model, analysis.concept, analysis.linguistic)])
                 (folder / "linguistic_correlation.md").write_text(markdown)
                 (folder / "linguistic_correlation.csv").write_text(table_csv)
+            metrics += self._log_intervals(run_id, analysis, now)
             self.client.log_artifacts(run_id, str(folder))
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
         self.client.set_terminated(run_id, "FINISHED")
         self.analyses.append(analysis)
         return run_id
+
+    def _log_intervals(self, run_id: str, analysis: ConceptAnalysis, now: int) -> list[Metric]:
+        """Issue 16: consistency and transfer bootstrap intervals, Fisher intervals of Table-1 r values."""
+        metrics: list[Metric] = []
+        ci = analysis.intervals
+        if ci is not None and ci.consistency is not None:
+            metrics += [Metric("mean_consistency_ci_low", ci.consistency.mean.low, now, 0),
+                        Metric("mean_consistency_ci_high", ci.consistency.mean.high, now, 0)]
+            self.client.log_table(run_id, _matrix_table(ci.consistency.low, ci.consistency.languages),
+                                  "consistency_matrix_ci_low.json")
+            self.client.log_table(run_id, _matrix_table(ci.consistency.high, ci.consistency.languages),
+                                  "consistency_matrix_ci_high.json")
+        if ci is not None and ci.transfer is not None:
+            self.client.log_table(run_id, _matrix_table(ci.transfer.low, ci.transfer.languages),
+                                  "transfer_scores_ci_low.json")
+            self.client.log_table(run_id, _matrix_table(ci.transfer.high, ci.transfer.languages),
+                                  "transfer_scores_ci_high.json")
+        for feature, cells in (analysis.linguistic or {}).items():
+            for mode, c in cells.items():
+                low, high = fisher_interval(c.r, c.n_pairs)
+                if not np.isnan(low):
+                    metrics += [Metric(f"r_{feature}_{mode}_ci_low", low, now, 0),
+                                Metric(f"r_{feature}_{mode}_ci_high", high, now, 0)]
+        return metrics
 
     def log_failure(self, label: str, tags: dict[str, str], error: str) -> None:
         """A failed item still gets a child run, so the UI shows what failed and why."""

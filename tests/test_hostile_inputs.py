@@ -296,3 +296,44 @@ def test_ui_stopped_with_sigterm_leaves_nothing_serving(tmp_path):
     assert ui.wait(timeout=60) == 0
     time.sleep(1)
     assert not serving()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Bind-mounts a path read-only (root ignores permission bits, so chmod proves nothing here)."""
+    mounted: list[Path] = []
+
+    def make(path: Path) -> Path:
+        done = subprocess.run(f"mount --bind '{path}' '{path}' && mount -o remount,bind,ro '{path}'", shell=True,
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("needs permission to bind-mount read-only")
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in reversed(mounted):
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_read_only_store_is_refused_at_once(tmp_path, read_only):
+    from tracking.store import check_store
+
+    database = tmp_path / "store" / "mlflow.db"
+    check_store(f"sqlite:///{database}")  # created, writable
+    read_only(database)
+    with pytest.raises(TrackingError, match=r"mlflow.db cannot be written \(attempt to write a readonly database\)"):
+        check_store(f"sqlite:///{database}")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    read_only(folder)
+    with pytest.raises(TrackingError, match="cannot be written .*Read-only file system"):
+        check_store(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("uri", ["::garbage::", "ftp://example/x", "mlruns"])
+def test_a_garbage_tracking_uri_is_named(uri):
+    from tracking.store import check_store
+
+    with pytest.raises(TrackingError, match=r"is not an MLflow tracking URI .*use sqlite:///"):
+        check_store(uri)

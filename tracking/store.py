@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -55,6 +56,11 @@ def check_store(uri: str) -> MlflowClient:
                                                MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"):
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
+            if uri.startswith("sqlite:///"):
+                _check_writable(Path(uri.removeprefix("sqlite:///")))
+    except OSError as exc:
+        raise TrackingError(f"MLflow store {uri} cannot be written ({exc.strerror or exc}); use a writable folder "
+                            "(tracking.uri or MLFLOW_TRACKING_URI), or unset both for ./mlflow.db") from None
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to a user
         fix = "start the server, fix MLFLOW_TRACKING_URI or tracking.uri, or unset both for the local store"
         if uri.startswith(("http://", "https://")):
@@ -64,6 +70,21 @@ def check_store(uri: str) -> MlflowClient:
             f"MLflow store {uri} cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}"
         ) from None
     return client
+
+
+def _check_writable(database: Path) -> None:
+    """A write probe rolled back at once: a read-only database file otherwise fails only at the first
+    run MLflow creates, after minutes of retries. (Permission bits alone say nothing when run as root.)"""
+    connection = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(f"PRAGMA user_version = {version}")
+        connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        raise OSError(str(exc)) from None
+    finally:
+        connection.close()
 
 
 URI_SCHEMES = frozenset({"sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file"})

@@ -17,9 +17,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mvplatform.analyses import ConceptAnalysis, ModelTable1, model_table1  # noqa: E402
+from mvplatform.analyses import ConceptAnalysis, ModelTable1, concept_averaged, model_table1  # noqa: E402
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
 from mvplatform.crosslingual import SHARED_LANGUAGES  # noqa: E402
+from mvplatform.linguistics import format_matrix  # noqa: E402
 from mvplatform.extraction import ExtractionResult  # noqa: E402
 
 
@@ -392,6 +393,13 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
                   for a in analyses if a.model == model and a.consistency is not None}
         _save(layer_similarity_figure(curves, f"{model}: cross-lingual consistency per layer"),
               folder / f"consistency_layers_{model}.png")
+        # the authors' heatmap: each concept's pair similarity reduced over layers, averaged over concepts
+        group = [a for a in analyses if a.model == model and a.consistency is not None and a.similarity is not None]
+        languages, averaged = concept_averaged(group)
+        how = group[0].layer_reduction
+        _save(matrix_heatmap(averaged, languages, f"{model}: consistency ({how} over layers, mean over "
+                             f"{len(group)} concepts)", "cosine similarity"), folder / f"consistency_{model}.png")
+        (folder / f"consistency_{model}.csv").write_text(format_matrix(averaged, languages, "csv"))
     return sorted(folder.iterdir())
 
 

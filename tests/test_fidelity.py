@@ -449,6 +449,9 @@ def test_analyses_and_summary_use_the_papers_definitions_by_default(tmp_path):
     assert rows[0] == "model,concept,feature,cell,r,p,n_pairs"
     assert f"bloomz-560m,all,genetic,direct,{direct:.4f}" in "\n".join(rows)
     assert any(line.startswith("bloomz-560m,morality,genetic,within_high,") for line in rows)
+    heat = (tmp_path / "consistency_bloomz-560m.csv").read_text().splitlines()
+    assert heat[0] == ",en,zh,fr,ta,sw,ny" and (tmp_path / "consistency_bloomz-560m.png").is_file()
+    assert float(heat[1].split(",")[2]) == pytest.approx(row.similarity[0, 1], abs=1e-4)
     # the mean over layers stays a named option
     mean = analyse_concept(results, ["linguistic"], settings.model_copy(update={"layer_reduction": "mean"}))
     assert mean.consistency is None and mean.layer_reduction == "mean"

@@ -292,3 +292,30 @@ def test_fisher_interval_matches_pearson():
     full = pearson(np.array([1, 2, 3, 4, 5.0]), np.array([2, 4, 5, 4, 5.0]))
     assert (low, high) == pytest.approx((full.low, full.high))
     assert all(math.isnan(v) for v in fisher_interval(float("nan"), 10) + fisher_interval(0.5, 3))
+
+
+def test_table2_intervals_and_the_paired_ls_vs_en_test():
+    from mvplatform.control import Evaluation, LanguageEvaluation, ModeTask
+    from mvplatform.judges import Verdict
+    from tracking.control_runs import following_intervals
+
+    def evaluation(followed):
+        instructions = [f"i{k}" for k in range(len(followed))]
+        verdicts = [Verdict("followed" if f else "refused", "") for f in followed]
+        return Evaluation(None, instructions, ["r"] * len(followed), verdicts)
+
+    def language(code, ls, en):
+        modes = {"none": (ModeTask("none", code, None, None), evaluation([0] * len(ls))),
+                 "language_specific": (ModeTask("language_specific", code, code, None), evaluation(ls)),
+                 "english_source": (ModeTask("english_source", code, "en", None), evaluation(en))}
+        return LanguageEvaluation(code, modes, [], None, 0.0)
+
+    # fr: LS follows where En does not on 3 instructions, never the reverse: p = 2 / 2^3 = 0.25
+    # sw: 1 instruction each way: p = 1. Pooled: 4 against 1: p = 2 * (1 + 5) / 2^5 = 0.375
+    evaluations = [language("fr", [1, 1, 1, 1, 0, 1], [0, 0, 0, 1, 0, 1]), language("sw", [1, 0, 0], [0, 1, 0])]
+    markdown, tests = following_intervals(evaluations)
+    assert tests["fr"].p == pytest.approx(0.25) and tests["sw"].p == pytest.approx(1.0)
+    assert tests["all"].p == pytest.approx(0.375) and (tests["all"].only_a, tests["all"].only_b) == (4, 1)
+    low, high = wilson(5, 6)
+    assert f"| fr | LS-Control | 83.3 | {100 * float(low):.1f}–{100 * float(high):.1f} | 6 |" in markdown
+    assert "| fr | No-Control | 0.0 | 0.0–" in markdown

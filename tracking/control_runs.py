@@ -11,6 +11,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -18,6 +19,7 @@ from mvplatform.control import MODE_LABELS, LanguageEvaluation, table2
 from mvplatform.report import control_curves_figure, table2_figure, table2_text
 from mvplatform.search import StudyResult, trial_table
 from mvplatform.spec import ControlSpec
+from mvplatform.uncertainty import PairedTest, mcnemar, wilson
 from tracking.runs import SubmissionTracker, _now
 
 
@@ -129,6 +131,9 @@ class ControlTracker:
             now = _now()
             metrics = [Metric("following_rate", result.rate, now, 0),
                        Metric("instructions", len(result.verdicts), now, 0)]
+            low, high = wilson(sum(v.followed for v in result.verdicts), max(1, len(result.verdicts)))
+            metrics += [Metric("following_rate_ci_low", float(low), now, 0),
+                        Metric("following_rate_ci_high", float(high), now, 0)]
             for label in ("refused", "degenerate"):
                 metrics.append(Metric(f"{label}_rate", sum(v.label == label for v in result.verdicts)
                                       / max(1, len(result.verdicts)), now, 0))
@@ -161,6 +166,9 @@ class ControlTracker:
             (folder / "table2.md").write_text(f"# Following rate (%), {title}\n\n" + markdown)
             (folder / "table2.csv").write_text(csv_text)
             (folder / "table2.json").write_text(json.dumps(rows, indent=1))
+            intervals_md, tests = following_intervals(evaluations)
+            (folder / "table2_intervals.md").write_text(f"# Following rate, {title}: intervals and paired tests\n\n"
+                                                        + intervals_md)
             (folder / "best_settings.json").write_text(json.dumps(
                 {lang: None if s.best is None else {"start": s.best.setting.start, "width": s.best.setting.width,
                                                     "strength": s.best.setting.strength,
@@ -176,9 +184,49 @@ class ControlTracker:
                 now = _now()
                 metrics = [Metric(f"avg_{mode}", float(row["Avg"]), now, 0)
                            for mode, row in zip(self.control.modes, rows) if row["Avg"] is not None]
+                for where, test in tests.items():  # LS- vs En-Control, paired over instructions (issue 16)
+                    metrics += [Metric(f"ls_vs_en_{where}_difference", test.difference.point, now, 0),
+                                Metric(f"ls_vs_en_{where}_difference_ci_low", test.difference.low, now, 0),
+                                Metric(f"ls_vs_en_{where}_difference_ci_high", test.difference.high, now, 0),
+                                Metric(f"ls_vs_en_{where}_p", test.p, now, 0)]
                 self.client.log_batch(run_id, metrics=metrics)
                 self.client.log_artifacts(run_id, str(folder))
                 self.client.set_terminated(run_id, "FINISHED")
             self.client.log_artifacts(self.tracker.parent_id, str(folder),
                                       artifact_path=f"summary/control/{self.model}")
         return {"rows": rows, "markdown": markdown}
+
+
+def following_intervals(evaluations: list[LanguageEvaluation]) -> tuple[str, dict[str, PairedTest]]:
+    """Table 2 with Wilson intervals, and LS- vs En-Control paired over the same instructions (issue 16).
+
+    Returns the markdown and the tests by language (plus ``all``: every language's instructions
+    pooled). A test needs both modes on the same instructions; languages without them are left out.
+    """
+    lines = ["| language | mode | following | 95% interval | instructions |", "|---|---|---|---|---|"]
+    tests: dict[str, PairedTest] = {}
+    pooled: list[tuple[list[bool], list[bool]]] = []
+    for evaluation in evaluations:
+        for mode, (_, result) in evaluation.modes.items():
+            followed = sum(v.followed for v in result.verdicts)
+            n = len(result.verdicts)
+            if n:
+                low, high = wilson(followed, n)
+                lines.append(f"| {evaluation.language} | {MODE_LABELS[mode]} | {100 * followed / n:.1f} | "
+                             f"{100 * float(low):.1f}–{100 * float(high):.1f} | {n} |")
+        ls, en = evaluation.modes.get("language_specific"), evaluation.modes.get("english_source")
+        if ls is not None and en is not None and ls[1].instructions == en[1].instructions and ls[1].verdicts:
+            a, b = [v.followed for v in ls[1].verdicts], [v.followed for v in en[1].verdicts]
+            tests[evaluation.language] = mcnemar(np.array(a), np.array(b))
+            pooled.append((a, b))
+    if len(pooled) > 1:
+        tests["all"] = mcnemar(np.array([x for a, _ in pooled for x in a]), np.array([x for _, b in pooled for x in b]))
+    if tests:
+        lines += ["", "LS- vs En-Control on the same instructions (exact McNemar test; difference in points, paired "
+                  "bootstrap 95% interval):", "", "| language | LS - En | 95% interval | only LS | only En | p |",
+                  "|---|---|---|---|---|---|"]
+        for where, t in tests.items():
+            d = t.difference
+            lines.append(f"| {where} | {100 * d.point:+.1f} | {100 * d.low:+.1f} to {100 * d.high:+.1f} | {t.only_a} | "
+                         f"{t.only_b} | {t.p:.3g} |")
+    return "\n".join(lines) + "\n", tests

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class ContrastPair:
 class PairSplit:
     train: list[ContrastPair]
     test: list[ContrastPair]
+    dropped_empty: list[str] = field(default_factory=list)  # ids of pairs with an empty side, not used
 
 
 def builtin_root() -> Path:
@@ -104,23 +105,40 @@ def pair_file(root: Path, concept: str, language: str) -> Path:
     return root / concept / f"{concept}_{language}.json"
 
 
-def read_pairs(root: Path, concept: str, language: str) -> list[ContrastPair]:
-    """All usable pairs of one concept and language, in file order (pairs with pos == neg dropped)."""
+@dataclass(frozen=True)
+class PairFile:
+    """The usable pairs of one file, and what was dropped on the way (counted, never silent)."""
+
+    pairs: list[ContrastPair]
+    empty: list[str]  # ids of pairs with a missing or empty side (the released MVALUE files have some)
+    same: int  # pairs with pos == neg
+    repeats: int  # pairs repeating an earlier pair's texts
+
+
+def read_pair_file(root: Path, concept: str, language: str) -> PairFile:
+    """All usable pairs of one concept and language, in file order, with the dropped ones counted."""
     path = pair_file(root, concept, language)
     if not path.is_file():
         present = sorted(p.stem.removeprefix(f"{concept}_") for p in (root / concept).glob(f"{concept}_*.json"))
         raise DataError(f"{path}: missing data file for concept {concept!r} and language {language!r}; "
                         f"languages present for this concept: {', '.join(present) or 'none'}")
-    tree = read_json(path)
-    pairs = [pair for pair in _leaves(tree, (), path) if pair.pos != pair.neg]
+    leaves = _leaves(read_json(path), (), path)
+    empty = [key for key, pair in leaves if pair is None]
+    complete = [pair for _, pair in leaves if pair is not None]
+    pairs = [pair for pair in complete if pair.pos != pair.neg]
     if not pairs:
-        raise DataError(f"{path}: no usable contrast pairs (every pair is missing or has pos == neg)")
+        raise DataError(f"{path}: no usable contrast pairs (every pair is missing a side or has pos == neg)")
     seen: set[tuple[str, str]] = set()
     unique = [pair for pair in pairs if not ((pair.pos, pair.neg) in seen or seen.add((pair.pos, pair.neg)))]
     if len(unique) < len(pairs):
         log.warning("%s: %d pair(s) repeat an earlier pair's texts and were dropped (a repeat could sit in both "
                     "the train and the test split)", path, len(pairs) - len(unique))
-    return unique
+    return PairFile(unique, empty, len(complete) - len(pairs), len(pairs) - len(unique))
+
+
+def read_pairs(root: Path, concept: str, language: str) -> list[ContrastPair]:
+    """All usable pairs of one concept and language, in file order (see :func:`read_pair_file`)."""
+    return read_pair_file(root, concept, language).pairs
 
 
 def read_json(path: Path) -> Any:
@@ -149,20 +167,24 @@ def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
     return seen
 
 
-def _leaves(node: Any, keys: tuple[str, ...], path: Path) -> list[ContrastPair]:
+def _leaves(node: Any, keys: tuple[str, ...], path: Path) -> list[tuple[str, ContrastPair | None]]:
+    """(id, pair) of every leaf; the pair is None when a side is missing or empty."""
     where = "/".join(keys) or "(top level)"
     if not isinstance(node, dict):
         raise DataError(f"{path}: {where}: expected an object, got {type(node).__name__}")
     if "pos" in node or "neg" in node:
-        return [_leaf_pair(node, keys, path)]
-    return [pair for key, child in node.items() for pair in _leaves(child, (*keys, str(key)), path)]
+        return [("/".join(keys), _leaf_pair(node, keys, path))]
+    return [leaf for key, child in node.items() for leaf in _leaves(child, (*keys, str(key)), path)]
 
 
-def _leaf_pair(leaf: dict[str, Any], keys: tuple[str, ...], path: Path) -> ContrastPair:
+def _leaf_pair(leaf: dict[str, Any], keys: tuple[str, ...], path: Path) -> ContrastPair | None:
     where = "/".join(keys)
     for side in ("pos", "neg"):
-        if not isinstance(leaf.get(side), str) or not leaf[side].strip():
-            raise DataError(f"{path}: {where}: leaf needs non-empty strings 'pos' and 'neg' (missing or empty {side!r})")
+        value = leaf.get(side)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # dropped and counted, as the authors' reading skips such pairs
+        if not isinstance(value, str):
+            raise DataError(f"{path}: {where}: {side!r} must be a string, got {type(value).__name__}")
     pos, neg = leaf["pos"], leaf["neg"]
     if "scenario" in leaf:
         pos, neg = f"{leaf['scenario']} {pos}", f"{leaf['scenario']} {neg}"
@@ -195,7 +217,9 @@ def load_split(
     root = resolve_dataset(dataset, base_dir, sandbox_root)
     if not dataset.startswith(BUILTIN_PREFIX):
         check_inside(pair_file(root, concept, language), sandbox_root)
-    split = split_pairs(read_pairs(root, concept, language), test_fraction, seed, max_pairs)
+    read = read_pair_file(root, concept, language)
+    split = split_pairs(read.pairs, test_fraction, seed, max_pairs)
+    split = PairSplit(split.train, split.test, dropped_empty=read.empty)
     if not split.train or not split.test:
         total = len(split.train) + len(split.test)
         raise DataError(f"{pair_file(root, concept, language)}: {total} usable pair(s) give "
@@ -230,6 +254,9 @@ def split_warnings(split: PairSplit, path: Path, language: str) -> list[str]:
     from mvplatform.datacheck import script_problem  # datacheck reads files through this module
 
     warnings = []
+    if split.dropped_empty:
+        warnings.append(f"{path}: {len(split.dropped_empty)} pair(s) with an empty side dropped (first: "
+                        f"{split.dropped_empty[0]}); the rest are used")
     if len(split.test) < MIN_TEST_PAIRS:
         warnings.append(f"{path}: only {len(split.test)} test pair(s) (fewer than {MIN_TEST_PAIRS}): one pair moves "
                         f"test accuracy by {100 / max(1, len(split.test)):.0f} points; raise data.test_fraction or "
@@ -286,3 +313,18 @@ def load_lexicon(name: str = "refusal") -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(f"no built-in lexicon {name!r} ({path})")
     return {lang: [p.lower() for p in phrases] for lang, phrases in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
+def load_eval_pairs(dataset: str, concept: str, language: str, index: int, base_dir: Path | None = None,
+                    sandbox_root: Path | None = None) -> tuple[Path, list[ContrastPair]] | None:
+    """(file, every usable pair) of one concept x language of ``data.eval_datasets[index]``: all test pairs.
+
+    The data set is resolved like ``data.dataset`` (sandbox rules included); a concept or language it
+    does not have gives None (skipped and listed by the caller), a folder that does not exist an error.
+    """
+    root = resolve_dataset(dataset, base_dir, sandbox_root, field=f"data.eval_datasets[{index}]")
+    path = pair_file(root, concept, language)
+    if not path.is_file():
+        return None
+    pairs = read_pairs(root, concept, language)
+    return (path, pairs) if pairs else None

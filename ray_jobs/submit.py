@@ -30,10 +30,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.control import MODE_LABELS, LanguageEvaluation
-from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_instructions, load_split, pair_file,
-                             pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
+from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_eval_pairs, load_instructions, load_split,
+                             pair_file, pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
 from mvplatform.errors import SpecError
-from mvplatform.extraction import ExtractionResult, PairStates, layer_numbers, recognise
+from mvplatform.extraction import ExtractionResult, PairStates, evaluate_on, layer_numbers, recognise
 from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir, model_depth,
                                model_fingerprint)
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
@@ -79,13 +79,17 @@ class PreparedData:
     digests: dict[tuple[str, str], str]  # sha256 of each data file: part of the state cache key
     instructions: dict[str, InstructionSplit] = field(default_factory=dict)  # control languages
     warnings: list[str] = field(default_factory=list)  # weak but usable data: printed, never fatal
+    dropped_empty: int = 0  # pairs with an empty side, over all files (logged as data_pairs_dropped_empty)
+    # (concept, language) -> [(data set name, all its pairs as test pairs, file digest)]: data.eval_datasets
+    evals: dict[tuple[str, str], list[tuple[str, PairSplit, str]]] = field(default_factory=dict)
+    eval_skipped: list[str] = field(default_factory=list)  # "name: concept/language" an eval data set lacks
 
 
 def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
     """Every split and control instruction set, read up front: a bad file stops the run before any work."""
     sandbox = sandbox_root_for(spec.data.sandbox, spec.data.data_root, base_dir)
     root = resolve_dataset(spec.data.dataset, base_dir, sandbox)
-    splits, digests, warnings = {}, {}, []
+    splits, digests, warnings, dropped_empty = {}, {}, [], 0
     for concept in spec.data.concepts:
         for language in spec.data.languages:
             splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
@@ -94,6 +98,7 @@ def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
             digests[(concept, language)] = file_digest(path)
             check_lengths(pair_texts(splits[(concept, language)]), path, spec.data.max_input_chars)
             warnings += split_warnings(splits[(concept, language)], path, language)
+            dropped_empty += len(splits[(concept, language)].dropped_empty)
     instructions = {}
     if spec.control is not None:
         for language in spec.control_languages:
@@ -102,7 +107,44 @@ def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
             texts = {f"{kind} {i}": text for part in (instructions[language].search, instructions[language].test)
                      for kind, items in part.items() for i, text in items.items()}
             check_lengths(texts, Path(spec.control.instructions) / f"{language}.json", spec.data.max_input_chars)
-    return PreparedData(splits, digests, instructions, warnings)
+    evals, skipped = prepare_evals(spec, base_dir, sandbox)
+    return PreparedData(splits, digests, instructions, warnings, dropped_empty, evals, skipped)
+
+
+def prepare_evals(spec: Spec, base_dir: Path | None, sandbox: Path | None
+                  ) -> tuple[dict[tuple[str, str], list[tuple[str, PairSplit, str]]], list[str]]:
+    """Every pair of every ``data.eval_datasets`` entry, per concept x language the spec extracts.
+
+    A missing folder or a path outside the sandbox stops the run; a concept or language the data set
+    lacks is skipped and listed.
+    """
+    evals: dict[tuple[str, str], list[tuple[str, PairSplit, str]]] = defaultdict(list)
+    skipped: list[str] = []
+    cells = sorted({(item.concept, item.language) for item in expand(spec)})
+    names = eval_names(spec.data.eval_datasets)
+    for index, (dataset, name) in enumerate(zip(spec.data.eval_datasets, names)):
+        for concept, language in cells:
+            found = load_eval_pairs(dataset, concept, language, index, base_dir, sandbox)
+            if found is None:
+                skipped.append(f"{name}: {concept}/{language}")
+                continue
+            path, pairs = found
+            split = PairSplit([], pairs)
+            check_lengths(pair_texts(split), path, spec.data.max_input_chars)
+            evals[(concept, language)].append((name, split, file_digest(path)))
+    return dict(evals), skipped
+
+
+def eval_names(datasets: list[str]) -> list[str]:
+    """A short, unique name per eval data set: its folder's name (``_2``, ``_3`` on repeats)."""
+    names: list[str] = []
+    for dataset in datasets:
+        base = Path(dataset.removeprefix("builtin:")).name or "eval"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
 
 
 def check_control(spec: Spec, n_layers: int, model: ModelSpec) -> None:
@@ -195,6 +237,7 @@ def submit(
             summary.stage_seconds = {"load": sum(pool.load_seconds for pool in runner.pools), **runner.stage_seconds,
                                      "total": time.perf_counter() - start}
             tracker.finish(summary.failures, {"model_loads": sum(map(sum, summary.model_loads.values())),
+                                              "data_pairs_dropped_empty": data.dropped_empty,
                                               **{f"stage_seconds_{k}": v for k, v in summary.stage_seconds.items()}})
         finally:
             if started_ray:
@@ -224,12 +267,17 @@ def start_ray(address: str | None, verbose: bool) -> None:
 
 
 def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerprint: dict[str, str],
-                   on_gpu: bool) -> str:
-    """The result-store key of an item's hidden states: model, data file and every setting they depend on."""
+                   on_gpu: bool, digest: str | None = None) -> str:
+    """The result-store key of an item's hidden states: model, data file and every setting they depend on.
+
+    ``digest``: another data file's (an eval data set's pairs for this item), else the item's own.
+    """
     d, e = spec.data, spec.extract
     params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
               "accelerator": "gpu" if on_gpu else "cpu"}
-    return state_key(fingerprint, data.digests[(item.concept, item.language)], params)
+    if digest is not None:
+        params["eval"] = True  # every pair is a test pair: a different layout from the item's split
+    return state_key(fingerprint, digest or data.digests[(item.concept, item.language)], params)
 
 
 def local_gpus() -> int:
@@ -256,6 +304,9 @@ def no_model_needed(spec: Spec, data: PreparedData, items: list[ExtractionItem],
     fingerprints = {model: model_fingerprint(model) for model in spec.models}
     cached = all(store.path(item_state_key(spec, data, item, fingerprints[item.model], request.num_gpus > 0)).is_file()
                  for item in items)
+    cached = cached and all(  # data.eval_datasets: their pairs' states too
+        store.path(item_state_key(spec, data, item, fingerprints[item.model], request.num_gpus > 0, digest)).is_file()
+        for item in items for _, _, digest in data.evals.get((item.concept, item.language), []))
     return request if cached else None
 
 
@@ -381,11 +432,17 @@ class _Runner:
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
         with Progress(*columns, console=self.console) as progress:
             n_control = control_steps(self.spec) * len(self.spec.models)
-            bar = progress.add_task("items", total=len(items) + n_analyses + n_control)
+            n_eval = sum(len(self.data.evals.get((i.concept, i.language), [])) for i in items)
+            bar = progress.add_task("items", total=len(items) + n_analyses + n_control + n_eval)
+            for skipped in self.data.eval_skipped:
+                progress.console.print(f"  data.eval_datasets: {skipped} not in that data set, skipped", highlight=False)
+            self.tracker.eval_skipped = list(self.data.eval_skipped)
             for model in self.spec.models:
                 with WorkerPool(model, self.spec, self.request, self.cache_dir) as pool:
                     results = self._extract_model(model, [i for i in items if i.model == model], pool, progress,
                                                   bar)
+                    if self.data.evals:
+                        self._evaluate_model(model, pool, results, progress, bar)
                     if self.spec.control is not None:
                         self._control_model(model, pool, results, progress, bar)
                 # After the pool is gone: its actors hold the CPUs the analysis tasks need.
@@ -435,6 +492,58 @@ class _Runner:
             self.store.put(keys[item], states)
             self._finish_item(item, states, False, results, progress, bar)
         return results
+
+    @_timed("eval")
+    def _evaluate_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult], progress: Progress,
+                        bar: TaskID) -> None:
+        """data.eval_datasets: each cell's vectors on every pair of each other data set (states cached too)."""
+        fingerprint = model_fingerprint(model)
+        reuse = self.spec.results.reuse and "extract" not in self.force
+        todo: list[tuple[ExtractionResult, str, PairSplit, str]] = []
+        for result in results:
+            item = ExtractionItem(model, result.concept, result.language)
+            for name, split, digest in self.data.evals.get((result.concept, result.language), []):
+                key = item_state_key(self.spec, self.data, item, fingerprint, self.request.num_gpus > 0, digest)
+                states = self.store.get(key) if reuse else None
+                if states is None:
+                    todo.append((result, name, split, key))
+                else:
+                    self._log_eval(result, states, name, progress, bar)
+        if not todo:
+            return
+        workers = pool.workers(progress, bar)
+        if workers is None:
+            for result, name, _, _ in todo:
+                self.summary.failures[f"{model.short_name} / {result.concept} / {result.language} / eval {name}"] = (
+                    root_cause(pool.error or RuntimeError("model failed to load")))
+            progress.advance(bar, len(todo))
+            return
+        progress.update(bar, description=f"eval data sets ({model.short_name} on {pool.device})")
+        pending = {workers[i % len(workers)].states.remote(split, self.spec.extract): (result, name, key)
+                   for i, (result, name, split, key) in enumerate(todo)}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            result, name, key = pending.pop(ready[0])
+            try:
+                states: PairStates = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                self.summary.failures[f"{model.short_name} / {result.concept} / {result.language} / eval {name}"] = (
+                    root_cause(exc))
+                progress.advance(bar)
+                continue
+            self.store.put(key, states)
+            self._log_eval(result, states, name, progress, bar)
+
+    def _log_eval(self, result: ExtractionResult, states: PairStates, name: str, progress: Progress,
+                  bar: TaskID) -> None:
+        evaluation = evaluate_on(result, states, name, self.spec.data.seed)
+        self.tracker.log_eval(evaluation)
+        chosen = evaluation.selected
+        shown = "" if chosen is None else f", at the training-chosen layer {100 * chosen.point:.1f}%"
+        progress.console.print(f"  {result.model} / {result.concept} / {result.language} on {name}: best layer "
+                               f"{evaluation.best_layer} {100 * evaluation.best.point:.1f}%{shown} "
+                               f"({evaluation.n_pairs} pairs)", highlight=False)
+        progress.advance(bar)
 
     def _finish_item(self, item: ExtractionItem, states: PairStates, cached: bool,
                      results: list[ExtractionResult], progress: Progress, bar: TaskID) -> None:

@@ -337,3 +337,17 @@ def test_a_garbage_tracking_uri_is_named(uri):
 
     with pytest.raises(TrackingError, match=r"is not an MLflow tracking URI .*use sqlite:///"):
         check_store(uri)
+
+
+def test_empty_sides_are_dropped_counted_and_reported_before_any_model(tmp_path):
+    from ray_jobs.submit import prepare_data
+
+    tree = {"g": {f"{i:03d}": {"pos": f"good {i}", "neg": f"bad {i}"} for i in range(60)}}
+    tree["g"]["005"]["pos"] = ""
+    tree["g"]["006"].pop("neg")
+    write_mvalue(tmp_path / "data", "morality", "en", tree)
+    spec = load_spec(_spec(tmp_path, "gemma3-270m", tmp_path / "data"))
+    data = prepare_data(spec, tmp_path)
+    split = data.splits[("morality", "en")]
+    assert len(split.train) + len(split.test) == 58 and data.dropped_empty == 2
+    assert any("2 pair(s) with an empty side dropped (first: g/005)" in w for w in data.warnings)

@@ -77,9 +77,20 @@ def test_missing_data_file_for_a_language(mvalue_dir):
         read_pairs(mvalue_dir, "morality", "sw")
 
 
-def test_mvalue_leaf_without_pos(tmp_path):
-    write_mvalue(tmp_path, "fairness", "en", {"work": {"001": {"neg": "I favoured my friend."}}})
-    with pytest.raises(DataError, match=r"fairness_en.json: work/001: .*missing or empty 'pos'"):
+def test_mvalue_leaf_without_pos_is_dropped_and_counted(tmp_path):
+    """As released, MVALUE files hold some pairs with an empty side: dropped and counted, not a refusal."""
+    from mvplatform.data import read_pair_file
+
+    write_mvalue(tmp_path, "fairness", "en", {"work": {"001": {"neg": "I favoured my friend."},
+                                                       "002": {"pos": " ", "neg": "I took a bribe."},
+                                                       "003": {"pos": "I followed the rules.", "neg": "I cheated."}}})
+    read = read_pair_file(tmp_path, "fairness", "en")
+    assert [p.key for p in read.pairs] == ["work/003"] and read.empty == ["work/001", "work/002"]
+
+
+def test_mvalue_side_of_the_wrong_type(tmp_path):
+    write_mvalue(tmp_path, "fairness", "en", {"work": {"001": {"pos": 7, "neg": "I favoured my friend."}}})
+    with pytest.raises(DataError, match=r"fairness_en.json: work/001: 'pos' must be a string, got int"):
         read_pairs(tmp_path, "fairness", "en")
 
 

@@ -11,12 +11,12 @@ from mlflow.tracking import MlflowClient
 from mvplatform.concepts import ConceptVectors
 from mvplatform.spec import load_spec
 from ray_jobs.submit import submit
-from tests.conftest import TINY_LAYERS
+from tests.conftest import TINY_LAYERS, write_mvalue
 
 SPEC = """
 name: e2e
 model: {{name: "{model}", device: cpu}}
-data: {{dataset: "{data}", concepts: [morality, truthfulness], languages: [en, fr]}}
+data: {{dataset: "{data}", concepts: [morality, truthfulness], languages: [en, fr], eval_datasets: ["{evaldata}"]}}
 extract: {{batch_size: 4}}
 analyses: [recognition, consistency]
 tracking: {{uri: "{uri}"}}
@@ -29,7 +29,12 @@ def submission(tiny_model_dir, mvalue_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("submit")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     path = folder / "spec.yaml"
-    path.write_text(SPEC.format(model=tiny_model_dir("qwen2"), data=mvalue_dir, uri=uri, results=folder / "results"))
+    # another data set (issue 16): morality in en only, so 3 of the 4 cells are skipped and listed
+    evaldata = folder / "other"
+    write_mvalue(evaldata, "morality", "en", {"x": {f"{i}": {"pos": f"I helped them {i}.", "neg": f"I hurt them {i}."}
+                                                    for i in range(6)}})
+    path.write_text(SPEC.format(model=tiny_model_dir("qwen2"), data=mvalue_dir, uri=uri, results=folder / "results",
+                                evaldata=evaldata))
     summary = submit(load_spec(path), path)
     return summary, MlflowClient(tracking_uri=uri)
 
@@ -48,6 +53,7 @@ def test_parent_run_holds_spec_summary_and_status(submission):
     assert parent.data.params["data.languages"] == "en,fr"
     assert parent.data.tags["spec"] == "e2e" and len(parent.data.tags["spec_hash"]) == 16
     assert parent.data.metrics["items_done"] == 4 and parent.data.metrics["items_failed"] == 0
+    assert parent.data.metrics["data_pairs_dropped_empty"] == 0
     paths = {a.path for a in client.list_artifacts(summary.parent_run_id, "summary")}
     assert {"summary/recognition.md", "summary/recognition.csv"} <= paths
     assert any(p.endswith(".png") for p in paths)
@@ -89,10 +95,29 @@ def test_cli_refuses_a_bad_spec_with_exit_2_and_starts_nothing(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_eval_datasets_give_child_runs_with_eval_accuracy_and_a_parent_table(submission, tmp_path):
+    summary, client = submission
+    experiment = client.get_run(summary.parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{summary.parent_run_id}' "
+                                            "and tags.step = 'eval:other'")
+    assert [(r.data.tags["concept"], r.data.tags["language"]) for r in runs] == [("morality", "en")]
+    run = runs[0]
+    history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, TINY_LAYERS + 1))
+    assert all(v * 6 == round(v * 6) for v in (m.value for m in history))  # a share of the 6 pairs
+    metrics = run.data.metrics
+    assert metrics["eval_pairs"] == 6
+    assert metrics["eval_selected_accuracy_ci_low"] <= metrics["eval_selected_accuracy"] <= \
+        metrics["eval_selected_accuracy_ci_high"]
+    table = Path(client.download_artifacts(summary.parent_run_id, "summary/eval_datasets.md", str(tmp_path))).read_text()
+    assert "| other | tiny-qwen20 | morality | en | 6 |" in table
+    assert "Skipped (not in that data set): other: morality/fr, other: truthfulness/en, other: truthfulness/fr" in table
+
+
 def test_missing_data_stops_the_submission_before_any_run(tiny_model_dir, mvalue_dir, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(model=tiny_model_dir("llama"), data=mvalue_dir, uri=f"sqlite:///{tmp_path}/m.db",
-                                results=tmp_path / "results")
+                                results=tmp_path / "results", evaldata=mvalue_dir)
                     .replace("[en, fr]", "[en, ja]"))
     result = subprocess.run([sys.executable, "-m", "mvplatform.cli", "submit", str(path)],
                             capture_output=True, text=True, cwd=tmp_path)

@@ -263,3 +263,50 @@ def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     out = np.empty_like(values)
     out[order] = values
     return out
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One cell's vectors applied to every pair of another data set (``data.eval_datasets``, issue 16)."""
+
+    dataset: str  # a short name of the data set (its folder's name)
+    model: str
+    concept: str
+    language: str
+    layers: list[int]
+    correct: np.ndarray  # [n_pairs, L] 1.0 where the pair was recognised
+    low: np.ndarray  # [L] Wilson 95% interval
+    high: np.ndarray
+    best: Interval  # best layer on this data set, bootstrap with the layer choice inside each resample
+    selected_layer: int | None  # the layer chosen on the original training pairs
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct.mean(axis=0)
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.correct.shape[0])
+
+    @property
+    def best_layer(self) -> int:
+        return self.layers[int(np.argmax(self.accuracy))]
+
+    @property
+    def selected(self) -> Interval | None:
+        """Accuracy at the training-chosen layer, with its Wilson interval: the number to quote."""
+        if self.selected_layer is None:
+            return None
+        i = self.layers.index(self.selected_layer)
+        return Interval(float(self.accuracy[i]), float(self.low[i]), float(self.high[i]))
+
+
+def evaluate_on(result: ExtractionResult, states: PairStates, dataset: str, seed: int = 1) -> EvalResult:
+    """Apply a cell's vectors to every pair of ``states`` (another data set's pairs, all as test pairs)."""
+    layers = result.vectors.layers
+    index = [states.layers.index(layer) for layer in layers]
+    correct = pair_correct(np.asarray(result.vectors.directions, dtype=np.float64), states.pos[:, index],
+                           states.neg[:, index])
+    _, low, high = accuracy_intervals(correct)
+    return EvalResult(dataset, result.model, result.concept, result.language, list(layers), correct, low, high,
+                      best_layer_interval(correct, seed=seed), None if result.selected is None else result.selected[0])

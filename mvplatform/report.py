@@ -21,7 +21,7 @@ from mvplatform.analyses import ConceptAnalysis, ModelTable1, concept_averaged, 
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
 from mvplatform.crosslingual import SHARED_LANGUAGES  # noqa: E402
 from mvplatform.linguistics import format_matrix  # noqa: E402
-from mvplatform.extraction import ExtractionResult  # noqa: E402
+from mvplatform.extraction import EvalResult, ExtractionResult  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,35 @@ def baselines_table(results: Sequence[ExtractionResult]) -> tuple[str, str]:
                  f"{NOT_ABOVE_CHANCE} = its interval does not clear chance (95th percentile with shuffled training "
                  "labels, same layer choice). Surface baselines read the raw texts only, trained on the same training "
                  "pairs; ! = above 50% even at the interval's lower end (the data set gives the answer away).")
+    return "\n".join(lines), out.getvalue()
+
+
+def eval_table(evals: Sequence[EvalResult], skipped: Sequence[str] = ()) -> tuple[str, str]:
+    """data.eval_datasets: each cell's vectors on another data set's pairs (markdown, csv)."""
+    rank = {c: i for i, c in enumerate(CONCEPTS)}
+    order = {lang: i for i, lang in enumerate(LANGUAGES)}
+    rows = sorted(evals, key=lambda e: (e.dataset, e.model, rank.get(e.concept, 99), order.get(e.language, 99)))
+    lines = ["| data set | model | concept | language | pairs | at the training-chosen layer | best layer here |",
+             "|---|---|---|---|---|---|---|"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["dataset", "model", "concept", "language", "pairs", "selected_layer", "selected_accuracy",
+                     "selected_ci_low", "selected_ci_high", "best_layer", "best_accuracy", "best_ci_low", "best_ci_high"])
+    for e in rows:
+        chosen = e.selected
+        shown = "–" if chosen is None else (f"{100 * chosen.point:.0f} [{100 * chosen.low:.0f}–{100 * chosen.high:.0f}] "
+                                           f"(layer {e.selected_layer})")
+        lines.append(f"| {e.dataset} | {e.model} | {e.concept} | {e.language} | {e.n_pairs} | {shown} | "
+                     f"{100 * e.best.point:.0f} [{100 * e.best.low:.0f}–{100 * e.best.high:.0f}] (layer {e.best_layer}) |")
+        writer.writerow([e.dataset, e.model, e.concept, e.language, e.n_pairs, e.selected_layer or "",
+                         *(("", "", "") if chosen is None else (f"{chosen.point:.4f}", f"{chosen.low:.4f}",
+                                                                 f"{chosen.high:.4f}")),
+                         e.best_layer, f"{e.best.point:.4f}", f"{e.best.low:.4f}", f"{e.best.high:.4f}"])
+    lines.append("\nRecognition accuracy % [95% interval] of each concept x language's vectors (from its own training "
+                 "pairs) on every pair of another data set. The training-chosen layer is the honest number; the best "
+                 "layer here is picked on these pairs (its bootstrap repeats that choice).")
+    if skipped:
+        lines.append("\nSkipped (not in that data set): " + ", ".join(skipped))
     return "\n".join(lines), out.getvalue()
 
 

@@ -126,6 +126,10 @@ class DataSpec(StrictModel):
     data_root: str | None = Field(
         None, description="The folder data paths must stay in when sandbox is true, relative to the spec's "
         "folder; default: the spec's folder.")
+    eval_datasets: list[str] = Field(
+        default_factory=list, description="Other data sets in the MVALUE layout (resolved like dataset, sandbox "
+        "included): each concept x language vector is applied to every pair of each (all pairs as test pairs). "
+        "Concepts or languages a data set lacks are skipped and listed.")
 
     @field_validator("concepts")
     @classmethod

@@ -319,3 +319,21 @@ def test_table2_intervals_and_the_paired_ls_vs_en_test():
     low, high = wilson(5, 6)
     assert f"| fr | LS-Control | 83.3 | {100 * float(low):.1f}–{100 * float(high):.1f} | 6 |" in markdown
     assert "| fr | No-Control | 0.0 | 0.0–" in markdown
+
+
+def test_evaluation_on_another_data_set_applies_the_cell_vectors_to_every_pair():
+    from mvplatform.extraction import PairStates, evaluate_on, recognise
+    from mvplatform.spec import ExtractSpec
+
+    # 2 layers: the training pairs differ along x at layer 1 and along y at layer 2
+    pos = np.array([[[1.0, 0.0], [0.0, 1.0]]] * 4)
+    result = recognise(PairStates(pos, np.zeros_like(pos), 3, [1, 2]), "m", "c", "en", ExtractSpec(intervals=False))
+    # the other data set's 4 pairs: at layer 1, x is right on 3 of 4; at layer 2, y is right on 1 of 4
+    other = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, -1.0]], [[1.0, 0.0], [0.0, -1.0]],
+                      [[-1.0, 0.0], [0.0, -1.0]]])
+    ev = evaluate_on(result, PairStates(other, np.zeros_like(other), 0, [1, 2]), "other")
+    np.testing.assert_allclose(ev.accuracy, [0.75, 0.25])
+    assert ev.n_pairs == 4 and ev.best_layer == 1 and ev.best.point == 0.75
+    low, high = wilson(3, 4)
+    assert ev.selected_layer == 1 and ev.selected.point == 0.75
+    assert (ev.selected.low, ev.selected.high) == pytest.approx((float(low), float(high)))

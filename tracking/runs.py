@@ -25,9 +25,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from safetensors.numpy import save_file
 
 from mvplatform import __version__
-from mvplatform.extraction import ExtractionResult
+from mvplatform.extraction import EvalResult, ExtractionResult
 from mvplatform.analyses import ConceptAnalysis, mean_similarity, model_table1
-from mvplatform.report import Curve, accuracy_figure, matrix_heatmap, table1, write_summary
+from mvplatform.report import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
 from mvplatform.uncertainty import fisher_interval
 from tracking.store import artifact_location
@@ -71,6 +71,8 @@ class SubmissionTracker:
         self.items_total = 0
         self.items_failed = 0
         self.finished: dict[ChildKey, str] = {}  # children already FINISHED under a resumed parent
+        self.evals: list[EvalResult] = []  # data.eval_datasets results, for the parent's summary table
+        self.eval_skipped: list[str] = []  # "name: concept/language" an eval data set lacks
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -157,6 +159,10 @@ class SubmissionTracker:
         assert self.parent_id is not None
         with self._staging() as folder:
             write_summary(folder, self.results, self.analyses)
+            if self.evals or self.eval_skipped:
+                markdown, table_csv = eval_table(self.evals, self.eval_skipped)
+                (folder / "eval_datasets.md").write_text(markdown + "\n")
+                (folder / "eval_datasets.csv").write_text(table_csv)
             if failures:
                 (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
             self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
@@ -300,6 +306,29 @@ class SubmissionTracker:
                     metrics += [Metric(f"r_{feature}_{mode}_ci_low", low, now, 0),
                                 Metric(f"r_{feature}_{mode}_ci_high", high, now, 0)]
         return metrics
+
+    def log_eval(self, ev: EvalResult) -> str:
+        """A child run per cell x eval data set: ``eval_accuracy`` per layer (step = layer) with its interval."""
+        assert self.parent_id is not None
+        step = f"eval:{ev.dataset}"
+        done = self.existing(step, ev.model, ev.concept, ev.language)
+        self.evals.append(ev)
+        if done is not None:
+            return done
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": ev.model, "concept": ev.concept,
+                "language": ev.language, "step": step, "dataset": ev.dataset, "spec": self.spec.name}
+        name = f"{ev.model} / {ev.concept} / {ev.language} / eval on {ev.dataset}"
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        now = _now()
+        metrics = [Metric(key, float(v), now, int(layer)) for layer, a, lo, hi in zip(ev.layers, ev.accuracy, ev.low, ev.high)
+                   for key, v in (("eval_accuracy", a), ("eval_accuracy_ci_low", lo), ("eval_accuracy_ci_high", hi))]
+        values = {"eval_pairs": ev.n_pairs, "eval_best_layer": ev.best_layer, **ev.best.as_dict("eval_best_accuracy")}
+        if ev.selected is not None and ev.selected_layer is not None:
+            values.update({"eval_selected_layer": ev.selected_layer, **ev.selected.as_dict("eval_selected_accuracy")})
+        metrics += [Metric(k, float(v), now, 0) for k, v in values.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
 
     def log_failure(self, label: str, tags: dict[str, str], error: str) -> None:
         """A failed item still gets a child run, so the UI shows what failed and why."""

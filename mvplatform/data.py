@@ -222,7 +222,11 @@ def load_split(
     split = PairSplit(split.train, split.test, dropped_empty=read.empty)
     if not split.train or not split.test:
         total = len(split.train) + len(split.test)
-        raise DataError(f"{pair_file(root, concept, language)}: {total} usable pair(s) give "
+        dropped = [f"{n} {what}" for n, what in ((read.repeats, "repeating an earlier pair"),
+                                                 (read.same, "with pos == neg"), (len(read.empty), "with an empty side"))
+                   if n]
+        raise DataError(f"{pair_file(root, concept, language)}: {total} usable pair(s)"
+                        f"{' (dropped: ' + ', '.join(dropped) + ')' if dropped else ''} give "
                         f"{len(split.train)} train / {len(split.test)} test at test_fraction={test_fraction}; "
                         "add pairs or change data.test_fraction so both sides have at least one")
     return split

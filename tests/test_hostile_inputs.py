@@ -351,3 +351,12 @@ def test_empty_sides_are_dropped_counted_and_reported_before_any_model(tmp_path)
     split = data.splits[("morality", "en")]
     assert len(split.train) + len(split.test) == 58 and data.dropped_empty == 2
     assert any("2 pair(s) with an empty side dropped (first: g/005)" in w for w in data.warnings)
+
+
+def test_a_file_of_one_pair_repeated_is_refused_saying_why(tmp_path):
+    """Once: 64 copies of one pair gave 100% recognition at layer 1 (the same pair in train and test)."""
+    from mvplatform.data import load_split
+
+    write_mvalue(tmp_path, "morality", "en", {"g": {f"{i:03d}": {"pos": "I helped.", "neg": "I hurt."} for i in range(64)}})
+    with pytest.raises(DataError, match=r"1 usable pair\(s\) \(dropped: 63 repeating an earlier pair\) give 0 train"):
+        load_split(str(tmp_path), "morality", "en")

@@ -337,3 +337,22 @@ def test_evaluation_on_another_data_set_applies_the_cell_vectors_to_every_pair()
     low, high = wilson(3, 4)
     assert ev.selected_layer == 1 and ev.selected.point == 0.75
     assert (ev.selected.low, ev.selected.high) == pytest.approx((float(low), float(high)))
+
+
+def test_eval_data_sets_follow_the_sandbox_and_skip_missing_cells(tmp_path):
+    from mvplatform.data import load_eval_pairs
+    from mvplatform.errors import DataError
+    from tests.conftest import write_mvalue
+
+    inside = tmp_path / "spec" / "other"
+    write_mvalue(inside, "morality", "en", {"g": {"1": {"pos": "good", "neg": "bad"}}})
+    outside = tmp_path / "elsewhere"
+    write_mvalue(outside, "morality", "en", {"g": {"1": {"pos": "good", "neg": "bad"}}})
+    base = tmp_path / "spec"
+    path, pairs = load_eval_pairs("other", "morality", "en", 0, base, base)
+    assert path == inside / "morality" / "morality_en.json" and [(p.pos, p.neg) for p in pairs] == [("good", "bad")]
+    assert load_eval_pairs("other", "morality", "fr", 0, base, base) is None  # skipped, not an error
+    with pytest.raises(DataError, match=r"data.eval_datasets\[1\]: .* outside the sandbox"):
+        load_eval_pairs(str(outside), "morality", "en", 1, base, base)
+    with pytest.raises(DataError, match=r"data.eval_datasets\[0\]: directory .* does not exist"):
+        load_eval_pairs("missing", "morality", "en", 0, base, None)

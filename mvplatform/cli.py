@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["uriel_distance", "feature_cosine"], default="uriel_distance",
                    help="uriel_distance (URIEL's own distances, as the paper; default) or feature_cosine")
     p.add_argument("--digits", type=int, default=4, help="decimals printed (default 4)")
+    p = command("organism", cmd_organism, "build a model organism (a packaged model fine-tuned to show a behaviour), "
+                "measure it and log the build to MLflow")
+    p.add_argument("action", choices=["build"], help="build: fine-tune, save to the model cache, measure, log")
+    p.add_argument("name", help="organism alias (mvp list models)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cache holds it")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
@@ -488,16 +494,36 @@ def cmd_similarity(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_organism(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.errors import SpecError
+    from mvplatform.models import default_cache_dir
+    from mvplatform.organism import ORGANISMS, is_built, organism_dir
+    from tracking.organism_runs import build_and_log
+    from tracking.store import resolve_tracking_uri
+
+    if args.name not in ORGANISMS:
+        raise SpecError(f"unknown organism {args.name!r}; organisms: {', '.join(ORGANISMS)}")
+    cache_dir = args.cache_dir or default_cache_dir()
+    if is_built(args.name, cache_dir) and not args.force:
+        console.print(f"{args.name} is built: {organism_dir(args.name, cache_dir)} (--force rebuilds it)")
+        return 0
+    build_and_log(args.name, cache_dir, resolve_tracking_uri(), console)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.catalog import CONCEPTS, LANGUAGES
     from mvplatform.concepts import DIRECTION_METHODS
     from mvplatform.models import PACKAGED
+    from mvplatform.organism import ORGANISMS
 
     table = Table(title=args.what)
     if args.what == "models":
         table.add_column("alias"), table.add_column("model"), table.add_column("install")
         for m in PACKAGED.values():
             table.add_row(m.alias, m.description, m.pip_install)
+        for r in ORGANISMS.values():
+            table.add_row(r.name, r.description, f"mvp organism build {r.name} (or on first use; base: {r.base})")
     elif args.what == "languages":
         table.add_column("code"), table.add_column("language"), table.add_column("script")
         for lang in LANGUAGES.values():

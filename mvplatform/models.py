@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mvplatform.errors import ModelError
+from mvplatform.organism import ORGANISMS, build_record, is_built, require_built
 from mvplatform.spec import ModelSpec
 
 CONVERTED_MARKER = "mvp-converted.txt"
@@ -198,6 +199,8 @@ def model_location(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     """Where ``from_pretrained`` reads: the converted copy, a local directory, or a hub id."""
     if spec.name in PACKAGED:
         return str(ensure_converted(spec.name, cache_dir))
+    if spec.name in ORGANISMS:
+        return str(require_built(spec.name, cache_dir or default_cache_dir()))
     path = Path(spec.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -205,7 +208,8 @@ def model_location(spec: ModelSpec, cache_dir: Path | None = None) -> str:
                              "written by save_pretrained")
         return str(path)
     if spec.name.startswith((".", "/", "~")) or spec.name.count("/") > 1:
-        raise ModelError(f"model path {spec.name!r} does not exist; packaged aliases: {', '.join(PACKAGED)}")
+        raise ModelError(f"model path {spec.name!r} does not exist; packaged aliases: "
+                         f"{', '.join([*PACKAGED, *ORGANISMS])}")
     return spec.name
 
 
@@ -220,6 +224,11 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, str]:
             identity["weights"] = f"{package}=={version(package)}"
         except PackageNotFoundError:
             identity["weights"] = f"{package} (not installed)"
+        return identity
+    if spec.name in ORGANISMS:  # the recipe, data digest and final loss of the build in the cache
+        cache = default_cache_dir()
+        identity["weights"] = json.dumps(build_record(spec.name, cache), sort_keys=True) \
+            if is_built(spec.name, cache) else "(not built)"
         return identity
     path = Path(spec.name).expanduser()
     if path.is_dir():
@@ -280,6 +289,8 @@ def model_depth(spec: ModelSpec, cache_dir: Path | None = None) -> int:
         if importlib.util.find_spec(packaged.module) is None:
             raise ModelError(f"packaged model {spec.name!r} is not installed; run: {packaged.pip_install}")
         return packaged.n_layers
+    if spec.name in ORGANISMS:
+        return ORGANISMS[spec.name].n_layers
     location = model_location(spec, cache_dir)
     from transformers import AutoConfig
 

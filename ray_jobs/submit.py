@@ -34,8 +34,9 @@ from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_ev
                              pair_file, pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
 from mvplatform.errors import SpecError
 from mvplatform.extraction import ExtractionResult, PairStates, evaluate_on, layer_numbers, recognise
-from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir, model_depth,
-                               model_fingerprint)
+from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir,
+                               default_cache_dir, model_depth, model_fingerprint)
+from mvplatform.organism import ORGANISMS, is_built
 from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.search import StudyResult
 from mvplatform.statestore import StateStore, file_digest, state_key
@@ -43,6 +44,7 @@ from ray_jobs.control import control_steps, run_control
 from ray_jobs.resources import WorkerRequest, worker_request
 from ray_jobs.worker import RemoteModelWorker
 from tracking.control_runs import ControlTracker
+from tracking.organism_runs import build_and_log
 from tracking.runs import SubmissionTracker
 from tracking.store import check_store, resolve_tracking_uri
 
@@ -202,6 +204,10 @@ def submit(
     uri = resolve_tracking_uri(spec.tracking.uri)
     with store.submission_lock(spec.name, uri):  # a second submission of this spec is refused, not merged
         client = check_store(uri)
+        for model in spec.models:  # an organism is built once, in the driver, as its own MLflow run
+            if model.name in ORGANISMS and not is_built(model.name, cache_dir or default_cache_dir()):
+                console.print(f"model organism {model.name} is not built yet: building it now (once)")
+                build_and_log(model.name, cache_dir or default_cache_dir(), uri, console)
 
         local = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
         cached_request = no_model_needed(spec, data, items, store, force) if local else None

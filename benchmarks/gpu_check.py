@@ -25,8 +25,9 @@ Checks (PASS/FAIL each; exit 1 if one fails):
 - ``device_map_tokens``: the steered greedy tokens of that split model equal a plain load's (and
   differ from the unsteered ones, so the check has teeth).
 
-On the CPU rehearsal there is no GPU to split over: the same code runs with every block on the
-CPU, and the output says so.
+On the CPU rehearsal there is no GPU to split over: the same code splits the blocks between CPU
+memory and disk offload instead (accelerate's same hooks, every block run on the CPU), and the
+output says so.
 
 Measurements, each a ratio of two timings interleaved in the same run (``benchmarks/_common.py``):
 extraction vs a bare forward with hidden states, and its peak memory; steered vs unsteered
@@ -198,7 +199,8 @@ def draw_settings(n_layers: int, count: int, seed: int = 0):
     rng = random.Random(seed)
     chosen: list[Setting] = []
     while len(chosen) < count:
-        s = Setting(rng.randint(1, n_layers), rng.randint(1, min(4, n_layers)), rng.choice([-1, -0.5, -0.25, 0.25, 0.5, 1]))
+        s = Setting(rng.randint(1, n_layers), rng.randint(1, min(4, n_layers)),
+                    rng.choice([-1.0, -0.5, -0.25, 0.25, 0.5, 1.0]))
         if s not in chosen:
             chosen.append(s)
     return chosen
@@ -231,7 +233,7 @@ def split_memory(model) -> int:
     """GPU bytes for accelerate so that about half the decoder blocks stay on the GPU.
 
     It reserves room on GPU 0 for the largest offloaded piece and the embeddings sit there too, so the
-    budget is the embeddings, half the blocks and one block more.
+    budget is the embeddings, half the blocks, one block more and the buffers (rotary tables).
     """
     from mvplatform.models import decoder_layers
 
@@ -239,7 +241,8 @@ def split_memory(model) -> int:
         return sum(p.numel() * p.element_size() for p in module.parameters())
 
     blocks = decoder_layers(model)
-    return size(model.get_input_embeddings()) + size(blocks) // 2 + size(blocks[0])
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())  # accelerate keeps them there too
+    return size(model.get_input_embeddings()) + size(blocks) // 2 + size(blocks[0]) + 2 * buffers + 4096
 
 
 def block_execution_device(block) -> torch.device:
@@ -262,7 +265,11 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     gpu = torch.cuda.is_available()
-    max_memory: dict[Any, int] = {0: split_memory(model), "cpu": 64 * 2**30} if gpu else {"cpu": 64 * 2**30}
+    # On a GPU: half the blocks in GPU memory, the rest in CPU memory (run on the GPU). On the CPU
+    # rehearsal: half in CPU memory, the rest offloaded to disk (run on the CPU), through the same hooks.
+    budget = split_memory(model)
+    max_memory: dict[Any, int] = {0: budget, "cpu": 64 * 2**30} if gpu else {"cpu": budget}
+    offload = {} if gpu else {"offload_folder": str(folder.parent / "offload")}
     del model
     free()
 
@@ -270,7 +277,8 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     # mvp's load_model with device_map auto; accelerate also told how little GPU memory to use, so that
     # the blocks split (load_model passes no max_memory: on a real 7B+ model the GPU's size splits it).
     original = AutoModelForCausalLM.from_pretrained
-    AutoModelForCausalLM.from_pretrained = lambda *a, **k: original(*a, max_memory=max_memory, **k)  # type: ignore
+    capped = lambda *a, **k: original(*a, max_memory=max_memory, **offload, **k)  # noqa: E731
+    AutoModelForCausalLM.from_pretrained = capped  # type: ignore[method-assign]
     try:
         split = load_model(ModelSpec(name=str(folder), device="auto", dtype="float32", prompt="chat",
                                      device_map="auto"))
@@ -280,11 +288,10 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
         loaded.model.generation_config.eos_token_id = None
     placement = dict(getattr(split.model, "hf_device_map", {}) or {})
     where = [block_execution_device(b) for b in split.layers]
-    stored = ["cpu" if any(p.device.type in ("cpu", "meta") for p in b.parameters()) else "gpu" for b in split.layers]
     offloaded = [i + 1 for i, key in enumerate(f"model.layers.{i}" for i in range(split.n_layers))
-                 if placement.get(key) == "cpu"]
+                 if placement.get(key) in (("cpu", "disk") if gpu else ("disk",))]
     resident = [k for k in range(1, split.n_layers + 1) if k not in offloaded]
-    is_split = bool(offloaded) and bool(resident) if gpu else True
+    is_split = bool(offloaded) and bool(resident)
 
     # Hooks: steer every layer; an observer after mvp's hook records each block's output device.
     vectors = vectors_for(plain, texts[:16])
@@ -348,13 +355,14 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     unchanged = all(tokens["plain"][i] == tokens["unsteered"][i] for i in range(0, len(rows), 2))
     del plain, split
     free()
-    note = None if gpu else ("CPU rehearsal: no GPU to split over, so every block is on the CPU here; the "
-                             "code path (load_model with device_map auto, steering, generation) is the same")
+    note = None if gpu else ("CPU rehearsal: no GPU, so the split is between CPU memory and disk offload, every "
+                             "block run on the CPU; the code path (load_model with device_map auto, accelerate's "
+                             "offload hooks, steering, generation) is the one the GPU run takes")
     return {
         "hook_devices": {"passed": bool(hooks_ok and is_split), "split": is_split, "blocks_offloaded": offloaded,
-                         "blocks_resident": resident if gpu else [], "device_mismatches": device_mismatch,
+                         "blocks_resident": resident, "device_mismatches": device_mismatch,
                          "probes": deltas, "max_memory_gpu_bytes": max_memory.get(0), "note": note,
-                         "hidden_size": hidden, "stored": stored},
+                         "hidden_size": hidden},
         "device_map_tokens": {"passed": bool(same and changed > 0 and unchanged and is_split),
                               "identical_split_vs_plain": same, "steered_rows_changed": changed,
                               "steered_rows": len(steered_rows), "unsteered_rows_unchanged": unchanged,
@@ -545,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['torch']}, transformers {meta['transformers']}; {repeats} interleaved repeat(s)")
 
     checks: dict[str, dict[str, Any]] = {}
-    log("check: device_map auto, split over GPU and CPU, vs a plain load (SmolLM2 shape, float32)")
+    log(f"check: device_map auto, split over {'GPU and CPU memory' if gpu else 'CPU memory and disk (rehearsal)'}, "
+        "vs a plain load (SmolLM2 shape, float32)")
     with tempfile.TemporaryDirectory() as tmp:
         placed = check_device_map(args.quick, tokenizer, texts, harmful, Path(tmp) / "smollm2-shape")
     checks["hook_devices"] = placed["hook_devices"]

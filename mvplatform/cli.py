@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
                         "pos side more accurately than this on the pairs that differ in it (default 0.60)")
     p.add_argument("--min-cue-pairs", type=int, default=10,
                    help="check: judge a cue only when at least this many pairs differ in it (default 10)")
+    p.add_argument("--min-pairs", type=int, default=None,
+                   help="check: fewest pairs per concept and language (default: the built-in set's 128)")
     p = command("similarity", cmd_similarity, "print the language x language linguistic similarity (1 - distance) "
                 "that the linguistic analysis correlates with")
     p.add_argument("feature", choices=["genetic", "geographic", "syntactic", "phonological"])
@@ -399,8 +401,8 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
 
     from mvplatform.catalog import CONCEPTS
     from mvplatform.data import builtin_root, resolve_dataset
-    from mvplatform.datacheck import (CUE_NAMES, CueLimits, check_concept, check_instructions, data_card_counts,
-                                      replace_block, worst)
+    from mvplatform.datacheck import (CUE_NAMES, MIN_PAIRS, CueLimits, check_concept, check_instructions,
+                                      data_card_counts, replace_block, worst)
 
     root = resolve_dataset(args.dataset)
     if args.action == "card":
@@ -420,7 +422,8 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column, no_wrap=True)
     problems, cue_failures = [], []
     for concept in [c for c in CONCEPTS if (root / c).is_dir()]:
-        reports = check_concept(root, concept, min_cue_pairs=limits.min_cue_pairs)
+        reports = check_concept(root, concept, min_pairs=MIN_PAIRS if args.min_pairs is None else args.min_pairs,
+                                min_cue_pairs=limits.min_cue_pairs)
         problems += [f"{r.concept}_{r.language}: {p}" for r in reports for p in r.problems]
         failed = [f"{r.concept}_{r.language}: {f}" for r in reports for f in r.cue_problems(limits)]
         cue_failures += failed

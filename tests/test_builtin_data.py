@@ -23,13 +23,9 @@ def test_every_language_file_of_a_concept_passes_the_checks(concept):
 
 @pytest.mark.parametrize("concept", CONCEPTS)
 def test_no_cheap_surface_cue_separates_the_sides(concept):
-    # TRANSITION (issue 21, data v2): version-1 files (64 pairs) break these thresholds; the v2
-    # writers are adding pairs 065-128 per concept right now. Until every file of a concept holds
-    # >= 128 pairs, that concept is skipped here; once all are at 128, drop the skip (the thresholds
-    # themselves must stay: length share in [0.40, 0.60], other cues <= 0.60).
+    # Data version 2 (issue 21): length share in [0.40, 0.60], every other cue <= 0.60, in every file.
     reports = check_concept(VALUES, concept)
-    if any(r.pairs < 128 for r in reports):
-        pytest.skip(f"{concept}: not every file has 128 pairs yet (data v2 in progress)")
+    assert all(r.pairs >= MIN_PAIRS == 128 for r in reports)
     failures = [f"{r.language}: {f}" for r in reports for f in r.cue_problems(CueLimits())]
     assert not failures, "\n".join(failures)
 

@@ -320,3 +320,14 @@ def test_backtranslation_summary_counts_passes_and_whether_fixes_landed(tmp_path
     (folder / "sw.json").write_text(json.dumps({"morality": {"001": {"verdict": "maybe"}}}))
     with pytest.raises(DataError, match=r"sw\.json: morality/001: field 'verdict' must be 'pass' or 'fail'"):
         backtranslation_summary(folder, values, ["sw"])
+
+
+def test_data_check_min_pairs_option_sets_the_floor(tmp_path, capsys):
+    from mvplatform.cli import main
+
+    write_mvalue(tmp_path, "morality", "en", {"g": {f"{i:03}": {"pos": p, "neg": n}
+                                                    for i, (p, n) in enumerate(CUE_SIDES)}})
+    main(["data", "check", str(tmp_path)])
+    assert "morality_en: 7 pairs, fewer than 128" in capsys.readouterr().out
+    main(["data", "check", str(tmp_path), "--min-pairs", "7"])
+    assert "morality_en: 7 pairs, fewer than" not in capsys.readouterr().out

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``mvp`` command: validate, plan, submit and inspect experiment specs.
 
 Bad input (a spec, data or model problem) prints one message naming the file, field and fix and
@@ -38,6 +39,12 @@ EXAMPLES = """examples:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    try:  # shell completion: `eval "$(register-python-argcomplete mvp)"` (README)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    except ImportError:
+        pass
     args = parser.parse_args(argv)
     console = Console(stderr=False, quiet=getattr(args, "quiet", False))
     try:
@@ -56,13 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvp", description="mvp: validate, plan, submit and inspect experiment specs "
                                      "on multilingual value concepts.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mvp {_version()}")
+    _global_flags(parser, default=False)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # noqa: A002
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(command=fn)
-        p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-        p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+        _global_flags(p, default=argparse.SUPPRESS)  # after the command too; unset here keeps the global value
         return p
 
     p = command("init", cmd_init, "write a new spec from flags (or answer prompts when run in a terminal)")
@@ -73,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default experiments/NAME.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p = command("validate", cmd_validate, "check a spec without running anything")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=Path, help="the experiment spec (YAML), e.g. experiments/quickstart.yaml")
     p.add_argument("--deep", action="store_true",
                    help="also check models (config only, no weights), layers against their depth, and data files")
     p = command("plan", cmd_plan, "show the work a spec expands into and the resources it asks for")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=Path, help="the experiment spec (YAML), e.g. experiments/quickstart.yaml")
     p = command("submit", cmd_submit, "run a spec on Ray and log everything to MLflow")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=Path, help="the experiment spec (YAML), e.g. experiments/quickstart.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the Ray workers' own output")
@@ -119,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="check: fewest pairs per concept and language (default: the built-in set's 128)")
     p = command("similarity", cmd_similarity, "print the language x language linguistic similarity (1 - distance) "
                 "that the linguistic analysis correlates with")
-    p.add_argument("feature", choices=["genetic", "geographic", "syntactic", "phonological"])
+    p.add_argument("feature", choices=["genetic", "geographic", "syntactic", "phonological"],
+                   help="URIEL feature whose language similarity to print")
     p.add_argument("--languages", default=None, help="comma-separated codes (default: the paper's 16)")
     p.add_argument("--format", choices=["md", "csv"], default="md", help="md (default) or csv")
     p.add_argument("--source", choices=["uriel_distance", "feature_cosine"], default="uriel_distance",
@@ -134,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
-                                    "modes"])
+                                    "modes"], help="which names to list")
     return parser
 
 
@@ -143,6 +152,21 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; use a number from 1 to 65535")
     return int(text)
+
+
+def _global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """-q and --debug, accepted before the command (``mvp --debug list``) and after it (``mvp list --debug``)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="print only errors")
+    parser.add_argument("--debug", action="store_true", default=default, help="show the Python traceback of an error")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mvp-values")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 INIT_DEFAULTS = {"model": "gemma3-270m", "concepts": "morality,toxicity", "languages": "en,fr,zh,sw"}
@@ -321,7 +345,11 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
                       "spec again to resume it", highlight=False)
     for label, message in s.failures.items():
         console.print(f"[red]failed[/] {label}: {message}", highlight=False)
-    return 0
+    return STATUS_EXIT.get(s.status, 1)
+
+
+# `mvp status` exit code, so scripts can wait on a submission: done or still going is 0.
+STATUS_EXIT = {"FINISHED": 0, "RUNNING": 0, "SCHEDULED": 0, "FAILED": 1, "KILLED": 1}
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

@@ -580,8 +580,9 @@ def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """Validate spec text; ``source`` names the file in messages."""
     root, data = load_yaml(text, source)
-    if data is None:
-        data = {}
+    if data is None:  # an empty or comment-only file is more likely a mistake than a wish for 112 items
+        raise SpecError(f"{source}: the spec is empty (no fields, only blanks or comments); write the fields to "
+                        "change, e.g. `name: my-study` (mvp init writes a starting spec), or `{}` for every default")
     if not isinstance(data, dict):
         raise SpecError(f"{source}:1: a spec must be a mapping of fields (name:, model:, data:, ...), not {type(data).__name__}")
     try:

@@ -75,3 +75,24 @@ def test_doctor_reports_a_ready_installation(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "model gemma3-270m" in out and "mlflow store" in out and out.rstrip().endswith("ready")
+
+
+def test_version_and_global_flags_before_or_after_the_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("mvp ")
+    assert main(["--debug", "list", "languages"]) == 0  # once: "unrecognized arguments"
+    assert main(["list", "languages", "--debug"]) == 0
+    assert main(["-q", "validate", QUICK]) == 0 and "work items" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("state", "code"), [("FINISHED", 0), ("FAILED", 1), ("KILLED", 1)])
+def test_status_exit_code_follows_the_runs_state(tmp_path, capsys, state, code):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("x")
+    run = client.create_run(experiment, tags={"step": "submission", "spec": "x"}).info.run_id
+    client.set_terminated(run, state)
+    assert main(["status", run]) == code
+    assert state in capsys.readouterr().out

@@ -19,6 +19,8 @@ SPEC_CASES = [
     ("yaml tab indentation", "name: x\ndata:\n\tseed: 1\n", r"spec.yaml:3:1: invalid YAML"),
     ("python tag refused", "name: !!python/object/apply:os.system ['echo hi']\n", r"invalid YAML"),
     ("not a mapping", "- a\n- b\n", r"spec must be a mapping"),
+    ("empty file", "", r"spec.yaml: the spec is empty .*`\{\}` for every default"),
+    ("comments only", "# name: x\n\n# data: {}\n", r"the spec is empty \(no fields, only blanks or comments\)"),
     ("unknown top-level key", "nmae: x\n", r"spec.yaml:1: nmae: unknown field \(did you mean 'name'\?\)"),
     ("unknown nested key", "data:\n  languges: [en]\n", r"spec.yaml:2: data.languges: unknown field \(did you mean 'languages'"),
     ("wrong type", "extract:\n  batch_size: lots\n", r"spec.yaml:2: extract.batch_size: Input should be a valid integer"),

@@ -15,7 +15,7 @@ def test_a_three_line_spec_gets_every_default():
     assert spec.data.languages == list(LANGUAGES) and spec.data.test_fraction == 0.2 and spec.data.seed == 1
     assert spec.extract.method == "cluster_mean" and spec.extract.layers == "all" and spec.extract.token == -1
     assert spec.experiment == "tiny"
-    assert parse_spec("").data.concepts == list(CONCEPTS)
+    assert parse_spec("{}").data.concepts == list(CONCEPTS)  # explicit: every default
 
 
 def test_expansion_is_models_x_concepts_x_languages_in_order():

@@ -213,12 +213,16 @@ def draw_settings(n_layers: int, count: int, seed: int = 0):
 def check_bf16_extraction(loaded, texts: list[str]) -> dict[str, Any]:
     """mvp's extraction in bf16 vs float32 on the same weights: cosine per input and layer.
 
-    Casts ``loaded.model`` to bfloat16 in place (what the measurements then use)."""
+    Casts ``loaded.model``'s weights to bfloat16 in place (what the measurements then use). Only the
+    parameters: buffers such as the rotary frequencies stay float32, as ``from_pretrained(dtype=bfloat16)``
+    leaves them (``model.to(bfloat16)`` would round them too and overstate the error)."""
     from mvplatform.activations import last_token_states
 
     layers = list(range(1, loaded.n_layers + 1))
     reference = last_token_states(loaded, texts, layers, batch_size=16)
-    loaded.model.to(torch.bfloat16)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():  # tied weights are one parameter: cast once
+            parameter.data = parameter.data.to(torch.bfloat16)
     low = last_token_states(loaded, texts, layers, batch_size=16)
     cosine = (reference * low).sum(-1) / (np.linalg.norm(reference, axis=-1) * np.linalg.norm(low, axis=-1))
     per_layer = cosine.min(0)  # worst input at each layer
@@ -344,7 +348,9 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     settings = GenerationSettings(max_new_tokens=8 if quick else 16, batch_size=len(rows))
     window = list(range(max(1, split.n_layers // 3), max(1, split.n_layers // 3) + 4))
     steering = Steering({k: every.vectors[k] for k in window})
-    coefficients = np.full((len(rows), len(window)), 1.0, dtype=np.float32)
+    # Strength 8 (8 state norms per layer): a random model's greedy tokens barely move at 1 (seen on the
+    # real SmolLM2 shape), and the check needs steering that visibly acts. Odd rows steered, even rows not.
+    coefficients = np.full((len(rows), len(window)), 8.0, dtype=np.float32)
     coefficients[::2] = 0.0
     tokens = {"plain": generate(plain, rows, settings, steering, coefficients).texts,
               "split": generate(split, rows, settings, steering, coefficients).texts,
@@ -500,6 +506,45 @@ def measure_batch_sizes(loaded, instructions: list[str], sizes: list[int], new_t
 # Main
 
 
+def summarise(per_model: dict[str, dict[str, Any]], checks: dict[str, dict[str, Any]], sizes: list[int],
+              gpu: bool) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The table rows and the ratios (with goals) of what has been measured so far."""
+    rows = []
+    ratios: dict[str, dict[str, Any]] = {}
+    for name, entry in per_model.items():
+        ex, st, tb = entry.get("extraction"), entry.get("steering"), entry.get("trial_batching")
+        bs = entry.get("batch_sizes", {})
+        rows.append({"model": name, "params_M": entry["parameters"] / 1e6,
+                     "extract/full": ex and ex["time_mvp_over_full"],
+                     "mem extract/full": ex and ex["memory_mvp_over_full"],
+                     "steered/unsteered tok/s": st and st["steered_window_over_unsteered"],
+                     "trials 8/1": tb and tb["ratio_8"], "trials 16/1": tb and tb["ratio_16"],
+                     "tok/s b1": bs.get(1, {}).get("tokens_per_s"),
+                     f"tok/s b{sizes[-1]}": bs.get(sizes[-1], {}).get("tokens_per_s"),
+                     f"peak MB b{sizes[-1]}": bs.get(sizes[-1], {}).get("peak_extra_mb")})
+        if ex:
+            ratios[f"extraction_time_mvp_over_full_forward[{name}]"] = c.ratio_entry(
+                ex["time_mvp_over_full"], "<= 1.10", ex["time_mvp_over_full"] <= 1.10)
+            ratios[f"extraction_memory_mvp_over_full_forward[{name}]"] = c.ratio_entry(
+                ex["memory_mvp_over_full"], "<= 1.0" if gpu else "info (CPU in-process RSS)",
+                ex["memory_mvp_over_full"] <= 1.0 if gpu else None)
+        if st:
+            ratios[f"throughput_steered_window_over_unsteered[{name}]"] = c.ratio_entry(
+                st["steered_window_over_unsteered"], ">= 0.90", st["steered_window_over_unsteered"] >= 0.90)
+        if tb:
+            ratios[f"trials_per_min_8_over_1[{name}]"] = c.ratio_entry(tb["ratio_8"], ">= 3 at 8 trials per batch",
+                                                                       tb["ratio_8"] >= 3.0)
+            ratios[f"trials_per_min_16_over_1[{name}]"] = c.ratio_entry(tb["ratio_16"], "info", None)
+        if bs:
+            top = bs[sizes[-1]]["tokens_per_s"] / bs[1]["tokens_per_s"]
+            ratios[f"tokens_per_s_batch_{sizes[-1]}_over_1[{name}]"] = c.ratio_entry(top, "info", None)
+    for key, check in checks.items():
+        ratios[f"check:{key}"] = c.ratio_entry(float(check["passed"]), "== 1 (PASS)", check["passed"])
+
+    return rows, ratios
+
+
+
 def result_path(args: argparse.Namespace, gpu: str) -> Path:
     if args.out is not None or args.quick:
         return c.result_path(NAME, args)
@@ -515,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     block_absent_modules()
     c.apply_threads(args)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the device returns only the output's last 12,000 characters
     started = time.perf_counter()
     gpu = torch.cuda.is_available()
     if not gpu and not args.quick:
@@ -564,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
 
     per_model: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
+
+    def payload() -> dict[str, Any]:
+        return {"device": str(device), "models": models, "complete": list(per_model) == models, "repeats": repeats,
+                "seconds": time.perf_counter() - started, "checks": checks, "placement": placed["placement"],
+                "skipped": skipped, "raw": per_model}
     for name in models:
         log(f"{name}: building random {SHAPES[name][0]} of the real shape on {device} (float32)")
         model = build_model(name, args.quick, tokenizer, device, torch.float32)
@@ -594,39 +647,10 @@ def main(argv: list[str] | None = None) -> int:
         per_model[name] = entry
         del loaded, model, vectors
         free()
+        # What is measured so far, in case the run is stopped at the device's time limit.
+        c.write_result(NAME, args, meta, {**payload(), "ratios": summarise(per_model, checks, sizes, gpu)[1]})
 
-    rows = []
-    ratios: dict[str, dict[str, Any]] = {}
-    for name, entry in per_model.items():
-        ex, st, tb = entry.get("extraction"), entry.get("steering"), entry.get("trial_batching")
-        bs = entry.get("batch_sizes", {})
-        rows.append({"model": name, "params_M": entry["parameters"] / 1e6,
-                     "extract/full": ex and ex["time_mvp_over_full"],
-                     "mem extract/full": ex and ex["memory_mvp_over_full"],
-                     "steered/unsteered tok/s": st and st["steered_window_over_unsteered"],
-                     "trials 8/1": tb and tb["ratio_8"], "trials 16/1": tb and tb["ratio_16"],
-                     "tok/s b1": bs.get(1, {}).get("tokens_per_s"),
-                     f"tok/s b{sizes[-1]}": bs.get(sizes[-1], {}).get("tokens_per_s"),
-                     f"peak MB b{sizes[-1]}": bs.get(sizes[-1], {}).get("peak_extra_mb")})
-        if ex:
-            ratios[f"extraction_time_mvp_over_full_forward[{name}]"] = c.ratio_entry(
-                ex["time_mvp_over_full"], "<= 1.10", ex["time_mvp_over_full"] <= 1.10)
-            ratios[f"extraction_memory_mvp_over_full_forward[{name}]"] = c.ratio_entry(
-                ex["memory_mvp_over_full"], "<= 1.0" if gpu else "info (CPU in-process RSS)",
-                ex["memory_mvp_over_full"] <= 1.0 if gpu else None)
-        if st:
-            ratios[f"throughput_steered_window_over_unsteered[{name}]"] = c.ratio_entry(
-                st["steered_window_over_unsteered"], ">= 0.90", st["steered_window_over_unsteered"] >= 0.90)
-        if tb:
-            ratios[f"trials_per_min_8_over_1[{name}]"] = c.ratio_entry(tb["ratio_8"], ">= 3 at 8 trials per batch",
-                                                                       tb["ratio_8"] >= 3.0)
-            ratios[f"trials_per_min_16_over_1[{name}]"] = c.ratio_entry(tb["ratio_16"], "info", None)
-        if bs:
-            top = bs[sizes[-1]]["tokens_per_s"] / bs[1]["tokens_per_s"]
-            ratios[f"tokens_per_s_batch_{sizes[-1]}_over_1[{name}]"] = c.ratio_entry(top, "info", None)
-    for key, check in checks.items():
-        ratios[f"check:{key}"] = c.ratio_entry(float(check["passed"]), "== 1 (PASS)", check["passed"])
-
+    rows, ratios = summarise(per_model, checks, sizes, gpu)
     c.say("")
     c.say(c.table(rows))
     failed = [k for k, v in checks.items() if not v["passed"]]
@@ -638,10 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         c.say(f"CHECK {key}: {'PASS' if check['passed'] else 'FAIL'}  {detail}")
     if skipped:
         c.say(f"skipped past the time budget: {', '.join(skipped)}")
-    c.report(NAME, args, meta, {
-        "device": str(device), "models": models, "repeats": repeats, "seconds": time.perf_counter() - started,
-        "checks": checks, "placement": placed["placement"], "skipped": skipped, "ratios": ratios,
-        "raw": per_model}, note=f"checks: {len(checks) - len(failed)} PASS, {len(failed)} FAIL"
+    c.report(NAME, args, meta, {**payload(), "ratios": ratios}, note=f"checks: {len(checks) - len(failed)} PASS, {len(failed)} FAIL"
         + (f" ({', '.join(failed)})" if failed else ""))
     return 1 if failed else 0
 

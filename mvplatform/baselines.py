@@ -77,7 +77,7 @@ def _symmetric_fit(x: np.ndarray) -> LogisticRegression | None:
         return None
     features = np.concatenate([x, -x])
     labels = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
-    return LogisticRegression(fit_intercept=False, max_iter=1000).fit(features, labels)
+    return LogisticRegression(fit_intercept=False, solver="liblinear", max_iter=1000).fit(features, labels)
 
 
 def length_lr(train: Sequence[ContrastPair], test: Sequence[ContrastPair]) -> np.ndarray:
@@ -104,7 +104,7 @@ def bow_lr(train: Sequence[ContrastPair], test: Sequence[ContrastPair]) -> np.nd
     labels = np.concatenate([np.ones(len(train)), np.zeros(len(train))])
     if features.shape[1] == 0:
         return np.full(len(test), 0.5)
-    model = LogisticRegression(max_iter=1000).fit(features, labels)
+    model = LogisticRegression(solver="liblinear", max_iter=1000).fit(features, labels)  # small data: liblinear
     pos = model.decision_function(vectorizer.transform([p.pos for p in test]))
     neg = model.decision_function(vectorizer.transform([p.neg for p in test]))
     return _score(pos - neg)

@@ -25,8 +25,8 @@ from mvplatform.data import ContrastPair, PairSplit
 from mvplatform.errors import SpecError
 from mvplatform.models import LoadedModel
 from mvplatform.spec import ExtractSpec
-from mvplatform.uncertainty import (Interval, accuracy_intervals, best_layer_interval, pair_correct,
-                                    permutation_accuracy, wilson)
+from mvplatform.uncertainty import (N_REEXTRACT, Interval, accuracy_intervals, best_layer_interval, pair_correct,
+                                    pair_gram, permutation_accuracy, permuted_accuracy_from_gram, wilson)
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,15 @@ def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.nd
     _, low, high = accuracy_intervals(correct)
     splits = ([(np.arange(len(pos)) < n_train, np.arange(len(pos)) >= n_train)] if folds is None
               else _train_folds(folds))
-    permuted = sum(permutation_accuracy(pos[train], neg[train], pos[test], neg[test], extract.method,
-                                        seed=seed + k, orientation=extract.orientation) * test.sum()
-                   for k, (train, test) in enumerate(splits)) / correct.shape[0]  # [P, L] pooled over folds
+    if extract.method == "cluster_mean":  # one inner-product matrix per cell serves every fold's permutations
+        gram = pair_gram(pos, neg)
+        per_fold = [permuted_accuracy_from_gram(gram, np.flatnonzero(train), np.flatnonzero(test), N_REEXTRACT,
+                                                seed + k, extract.orientation) for k, (train, test) in enumerate(splits)]
+    else:
+        per_fold = [permutation_accuracy(pos[train], neg[train], pos[test], neg[test], extract.method,
+                                         seed=seed + k, orientation=extract.orientation)
+                    for k, (train, test) in enumerate(splits)]
+    permuted = sum(acc * test.sum() for acc, (_, test) in zip(per_fold, splits)) / correct.shape[0]  # [P, L] pooled
     baselines: dict[str, np.ndarray] = {}
     if pairs is not None:
         per_pair = {name: np.empty(correct.shape[0]) for name in BASELINES}

@@ -198,7 +198,8 @@ def pair_correct(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np
 
 
 def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, signs: np.ndarray | None,
-                         method: str, seed: int = 0, orientation: str = "authors") -> np.ndarray:
+                         method: str, seed: int = 0, orientation: str = "authors",
+                         dtype: type = np.float64) -> np.ndarray:
     """[B, L, H] concept vectors re-extracted from each of B weighted and/or label-flipped training sets.
 
     ``counts`` [B, n]: how often each training pair is drawn; ``signs`` [B, n]: +1 keeps a pair's
@@ -220,9 +221,9 @@ def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, s
             q = np.where(flip[:, None, None], pos[index], neg[index])
             out[b] = extract_vectors(p, q, layers, method, seed, orientation=orientation).directions
         return out
-    diffs = (pos.astype(np.float64) - neg).transpose(1, 0, 2)  # [L, n, H]
+    diffs = (pos.astype(dtype) - neg.astype(dtype)).transpose(1, 0, 2)  # [L, n, H]
     weights = counts * signs  # [B, n]
-    raw = np.matmul(weights / counts.sum(axis=1, keepdims=True), diffs)  # [L, B, H]
+    raw = np.matmul((weights / counts.sum(axis=1, keepdims=True)).astype(dtype), diffs)  # [L, B, H]
     if orientation not in ("majority", "repe"):  # the authors' cluster means: the raw mean difference
         return raw.transpose(1, 0, 2)
     # the sign rule on the drawn (and flipped) pairs: margin of pair i = s_i * d_i . direction
@@ -251,14 +252,47 @@ def permutation_accuracy(train_pos: np.ndarray, train_neg: np.ndarray, test_pos:
     Each permutation swaps pos and neg in a random half of the training pairs (a fair coin per pair),
     re-extracts the vectors with the same method and sign rule, and scores them on the true test labels.
     """
-    rng = np.random.default_rng(seed)
     n = train_pos.shape[0]
-    signs = rng.choice([-1.0, 1.0], size=(n_perm, n))
+    if method == "cluster_mean":
+        gram = pair_gram(np.concatenate([train_pos, test_pos]), np.concatenate([train_neg, test_neg]))
+        return permuted_accuracy_from_gram(gram, np.arange(n), np.arange(n, n + test_pos.shape[0]), n_perm, seed,
+                                           orientation)
+    signs = permutation_signs(n, n_perm, seed)
     counts = np.ones((n_perm, n))
     return np.concatenate([
         batch_accuracy(resampled_directions(train_pos, train_neg, counts[s : s + chunk], signs[s : s + chunk],
                                             method, seed, orientation), test_pos, test_neg)
         for s in range(0, n_perm, chunk)])
+
+
+def permutation_signs(n: int, n_perm: int, seed: int) -> np.ndarray:
+    """[n_perm, n] +1 (labels kept) or -1 (pos and neg swapped), a fair coin per pair and permutation."""
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n))
+
+
+def pair_gram(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """[L, N, N] inner products of the pairs' differences (pos - neg) at each layer."""
+    diffs = np.ascontiguousarray((pos.astype(np.float64) - neg).transpose(1, 0, 2))  # [L, N, H]
+    return np.matmul(diffs, diffs.transpose(0, 2, 1))
+
+
+def permuted_accuracy_from_gram(gram: np.ndarray, train: np.ndarray, test: np.ndarray, n_perm: int, seed: int,
+                                orientation: str = "authors") -> np.ndarray:
+    """[P, L] :func:`permutation_accuracy` for cluster means, from the pairs' inner products alone.
+
+    A permuted direction is (1/n) sum_i s_i d_i, so a test pair's margin is (1/n) sum_i s_i (d_i . t_j)
+    and a training pair's (for the sign rule) (1/n) sum_i s_i (d_i . d_k): once ``gram`` is known
+    (one product per cell, shared by every fold), permutations cost nothing of the hidden size.
+    """
+    n = len(train)
+    signs = permutation_signs(n, n_perm, seed)
+    margins = np.matmul(signs[None], gram[:, train][:, :, test]) / n  # [L, P, m]
+    if orientation in ("majority", "repe"):
+        own = np.matmul(signs[None], gram[:, train][:, :, train]) / n * signs[None]  # [L, P, n]
+        above, below = (own > 0).sum(axis=-1), (own < 0).sum(axis=-1)
+        keep = above / n >= 0.5 if orientation == "majority" else below <= above
+        margins *= np.where(keep, 1.0, -1.0)[:, :, None]
+    return (margins > 0).mean(axis=-1).T
 
 
 def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
@@ -303,14 +337,16 @@ def consistency_interval(train: dict[str, tuple[np.ndarray, np.ndarray]], method
     for i, lang in enumerate(languages):
         pos, neg = train[lang]
         counts = np.concatenate([np.ones((1, pos.shape[0])), bootstrap_counts(pos.shape[0], n_boot, seed + 7919 * (i + 1))])
-        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed, signing)
-                                     for s in range(0, len(counts), chunk)])
+        # float32: the similarities need no more, and the products over the hidden size are half the cost
+        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed, signing,
+                                                          np.float32) for s in range(0, len(counts), chunk)])
         units.append(directions / np.linalg.norm(directions, axis=-1, keepdims=True))
-    sims = np.ones((n_boot + 1, k, k))
-    for i in range(k):
-        for j in range(i + 1, k):
-            per_layer = np.clip(np.einsum("blh,blh->bl", units[i], units[j]), -1.0, 1.0)
-            sims[:, i, j] = sims[:, j, i] = per_layer.mean(axis=1) if reduction == "mean" else per_layer.max(axis=1)
+    stacked = np.stack(units, axis=2)  # [1 + B, L, K, H]
+    units.clear()
+    per_layer = np.clip(np.matmul(stacked, stacked.transpose(0, 1, 3, 2)), -1.0, 1.0)  # [1 + B, L, K, K]: one BLAS call
+    del stacked
+    sims = (per_layer.mean(axis=1) if reduction == "mean" else per_layer.max(axis=1)).astype(np.float64)
+    sims[:, np.arange(k), np.arange(k)] = 1.0
     off = ~np.eye(k, dtype=bool)
     low, high = _centred(sims[1:], sims[0], confidence)
     mean_low, mean_high = _centred(sims[1:, off].mean(axis=1), sims[0, off].mean(), confidence)

@@ -356,3 +356,17 @@ def test_eval_data_sets_follow_the_sandbox_and_skip_missing_cells(tmp_path):
         load_eval_pairs(str(outside), "morality", "en", 1, base, base)
     with pytest.raises(DataError, match=r"data.eval_datasets\[0\]: directory .* does not exist"):
         load_eval_pairs("missing", "morality", "en", 0, base, None)
+
+
+@pytest.mark.parametrize("orientation", ["authors", "majority"])
+def test_permutation_shortcut_for_cluster_means_equals_reextracting(orientation):
+    from mvplatform.uncertainty import batch_accuracy, permutation_accuracy, permutation_signs
+
+    rng = np.random.default_rng(5)
+    pos, neg = rng.normal(size=(30, 3, 7)), rng.normal(size=(30, 3, 7))
+    pos[:, :, 0] += 0.4
+    fast = permutation_accuracy(pos[:22], neg[:22], pos[22:], neg[22:], n_perm=50, seed=3, orientation=orientation)
+    signs = permutation_signs(22, 50, seed=3)  # the same draws as inside
+    slow = batch_accuracy(resampled_directions(pos[:22], neg[:22], np.ones((50, 22)), signs, "cluster_mean",
+                                               orientation=orientation), pos[22:], neg[22:])
+    np.testing.assert_array_equal(fast, slow)

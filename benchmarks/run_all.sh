@@ -14,7 +14,7 @@ if [[ -z "${VIRTUAL_ENV:-}" && -f .venv/bin/activate ]]; then
 fi
 export TOKENIZERS_PARALLELISM=false
 # Cheapest first; search_efficiency evaluates its grid once and caches it (--regrid to redo it).
-BENCHMARKS=${ONLY:-"cold_load extraction steering trial_batching resubmit scaling search_efficiency profile_generation validation_scaling"}
+BENCHMARKS=${ONLY:-"cold_load extraction steering trial_batching resubmit scaling search_efficiency profile_generation validation_scaling analysis_overhead"}
 failed=()
 for name in $BENCHMARKS; do
   echo "=== benchmarks.$name $* ==="

@@ -249,11 +249,11 @@ def permutation_accuracy(train_pos: np.ndarray, train_neg: np.ndarray, test_pos:
                          orientation: str = "authors") -> np.ndarray:
     """[P, L] test accuracy of vectors re-extracted from label-shuffled training pairs.
 
-    Each permutation swaps pos and neg in a random half of the training pairs (a fair coin per pair),
+    Each permutation swaps pos and neg in a random half of the training pairs (:func:`permutation_signs`),
     re-extracts the vectors with the same method and sign rule, and scores them on the true test labels.
     """
     n = train_pos.shape[0]
-    if method == "cluster_mean":
+    if method == "cluster_mean":  # the same draws (permutation_signs) through inner products
         gram = pair_gram(np.concatenate([train_pos, test_pos]), np.concatenate([train_neg, test_neg]))
         return permuted_accuracy_from_gram(gram, np.arange(n), np.arange(n, n + test_pos.shape[0]), n_perm, seed,
                                            orientation)
@@ -266,8 +266,18 @@ def permutation_accuracy(train_pos: np.ndarray, train_neg: np.ndarray, test_pos:
 
 
 def permutation_signs(n: int, n_perm: int, seed: int) -> np.ndarray:
-    """[n_perm, n] +1 (labels kept) or -1 (pos and neg swapped), a fair coin per pair and permutation."""
-    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n))
+    """[n_perm, n] +1 (labels kept) or -1 (pos and neg swapped): in each permutation a random half of the
+    pairs (n // 2) is swapped.
+
+    Balanced, not a coin per pair: with coins the swapped and kept pairs rarely cancel, the leftover
+    (about 1/sqrt(n) of the true pos - neg difference) still points along the concept, and because
+    accuracy ignores a direction's length, a strong concept would then look like "chance" too.
+    """
+    rng = np.random.default_rng(seed)
+    signs = np.ones((n_perm, n))
+    order = np.argsort(rng.random((n_perm, n)), axis=1)[:, : n // 2]  # a random n // 2 pairs per permutation
+    np.put_along_axis(signs, order, -1.0, axis=1)
+    return signs
 
 
 def pair_gram(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -300,7 +310,11 @@ def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: n
                        quantile: float = CONFIDENCE, chunk: int = 64, orientation: str = "authors") -> np.ndarray:
     """[L] the ``quantile`` of :func:`permutation_accuracy` per layer: the chance level of a cell.
 
-    A cell whose interval's lower end does not clear this level is "not above chance".
+    A cell whose interval's lower end does not clear this level is "not above chance". It is about
+    50% plus the binomial spread of the test pairs when the pairs differ in many directions; when
+    they all differ along one dominant direction, the noise left in a shuffled mean still has a
+    component along it, of random sign, that decides every test pair at once, and the level rises
+    towards 100%: such a cell says the pairs differ consistently, not which way the concept points.
     """
     accuracy = permutation_accuracy(train_pos, train_neg, test_pos, test_neg, method, n_perm, seed, chunk,
                                     orientation)

@@ -24,6 +24,7 @@ FAST = {
     "search_efficiency": ["tpe_evaluations_over_grid", "random_evaluations_over_grid"],
     "profile_generation": ["steering_hooks_share_window", "seconds_per_row_64_over_8"],
     "validation_scaling": ["languages_list_time_10000_over_1000", "data_pairs_time_10000_over_1000"],
+    "analysis_overhead": ["stage_time_on_over_off", "forward_passes"],
     # the GPU check's CPU rehearsal (exit 0 only when every check passes)
     "gpu_check": ["check:hook_devices", "check:device_map_tokens", "check:bf16_extraction[llama2-7b-shape]",
                   "trials_per_min_8_over_1[smollm2-135m]", "throughput_steered_window_over_unsteered[gemma3-270m]"],

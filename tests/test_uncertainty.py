@@ -131,16 +131,42 @@ def test_batched_cluster_mean_reextraction_matches_extract_vectors(orientation):
         np.testing.assert_allclose(batched[b], expected, atol=1e-12)
 
 
-def test_permutation_chance_on_a_two_pair_example():
-    # Training differences e1 and e2: a permutation with signs (s1, s2) gives the direction
-    # (s1, s2) / 2 (the sign rule keeps it: each flipped pair projects +1/2 on it). Test pairs
-    # e1 and e2 are then right iff s1 > 0 and s2 > 0: accuracy 0, 0.5, 1 with chance 1/4, 1/2, 1/4.
+def test_permutation_signs_swap_exactly_half_the_pairs():
+    from mvplatform.uncertainty import permutation_signs
+
+    signs = permutation_signs(7, 300, seed=2)
+    assert ((signs == -1).sum(axis=1) == 3).all() and set(np.unique(signs)) == {-1.0, 1.0}
+    assert 0.3 < (signs[:, 0] == -1).mean() < 0.56  # each pair is swapped in about 3/7 of the permutations
+    np.testing.assert_array_equal(signs, permutation_signs(7, 300, seed=2))
+
+
+@pytest.mark.parametrize("orientation", ["authors", "majority"])
+def test_permutation_chance_on_a_two_pair_example(orientation):
+    # Training differences e1 and e2; every permutation swaps exactly one of them, so the direction is
+    # (1, -1) / 2 or (-1, 1) / 2 (the majority rule keeps it: one flipped pair projects +1/2, the
+    # other -1/2, a tie kept). Test pairs e1 and e2: exactly one of them is right, accuracy 0.5.
     train_pos = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
     train_neg = np.zeros_like(train_pos)
     test_pos, test_neg = train_pos.copy(), train_neg.copy()
-    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1, quantile=0.5)[0] == 0.5
-    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1)[0] == 1.0
-    assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=400, seed=1, quantile=0.1)[0] == 0.0
+    for quantile in (0.05, 0.5, 0.95):
+        assert permutation_chance(train_pos, train_neg, test_pos, test_neg, n_perm=100, seed=1, quantile=quantile,
+                                  orientation=orientation)[0] == 0.5
+
+
+def test_permutation_chance_rises_with_the_pairs_common_offset():
+    # Every pair differs by a common vector (size c along one of 16 axes) plus unit noise. Half the
+    # training pairs are swapped in every permutation, so the common vector cancels in the mean, but
+    # the noise left over still has a component along it of random sign: when c is large against the
+    # noise, that component decides every test pair at once and shuffled labels score 0 or 100%.
+    def chance(c):
+        rng = np.random.default_rng(0)
+        pos = np.zeros(16) + rng.normal(size=(60, 1, 16))
+        pos[:, :, 0] += c
+        return permutation_chance(pos[:48], np.zeros_like(pos[:48]), pos[48:], np.zeros_like(pos[48:]), n_perm=300,
+                                  seed=1)[0]
+
+    assert chance(1.0) == 0.75  # 12 test pairs: 9 of 12 at the 95th percentile
+    assert chance(5.0) == 1.0  # a dominant offset: the chance level says the pairs differ along one direction
 
 
 def test_permutation_chance_is_deterministic_and_near_half_on_noise():

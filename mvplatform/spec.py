@@ -732,7 +732,39 @@ def expand(spec: Spec) -> list[ExtractionItem]:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the spec, for editors' YAML autocompletion."""
+    """JSON Schema of the spec, for editors' YAML autocompletion, accepting every form the spec accepts.
+
+    pydantic describes the validated shape; the spec also takes shorthands its before-validators
+    expand (a model or judge given by name, one model instead of a list), and names checked by
+    validators rather than types (concepts, languages). Both are added here, so an editor neither
+    flags a valid spec nor misses a misspelt language.
+    """
     schema = Spec.model_json_schema()
     schema["title"] = "mvp experiment spec"
+    defs = schema["$defs"]
+    for name in ("ModelSpec", "JudgeSpec"):  # a bare name is the shorthand for {name: ...}
+        shape = defs[name]
+        defs[name] = {"title": shape.get("title", name), "description": shape.get("description", ""),
+                      "anyOf": [{"type": "string", "description": "shorthand for {name: ...}"},
+                                {key: value for key, value in shape.items() if key != "title"}]}
+    model = schema["properties"]["model"]
+    one = {"$ref": "#/$defs/ModelSpec"}
+    schema["properties"]["model"] = {"description": model.get("description", ""), "default": model.get("default"),
+                                     "anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+    names = {"concept": list(CONCEPTS), "concepts": list(CONCEPTS), "languages": list(LANGUAGES),
+             "high_resource": list(LANGUAGES)}
+    for shape in [schema, *defs.values()]:
+        for shape in [shape, *shape.get("anyOf", [])]:
+            for field, prop in shape.get("properties", {}).items():
+                if field in names:
+                    _add_enum(prop, names[field])
     return schema
+
+
+def _add_enum(prop: dict[str, Any], values: list[str]) -> None:
+    """Give the string (or list of strings) in ``prop``, whatever union wraps it, the names it may take."""
+    for option in [prop, *prop.get("anyOf", [])]:
+        if option.get("type") == "string":
+            option["enum"] = values
+        elif option.get("type") == "array" and option.get("items", {}).get("type") == "string":
+            option["items"]["enum"] = values

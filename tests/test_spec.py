@@ -1,6 +1,7 @@
 """Spec defaults, expansion and errors that name the file, line, field and fix."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,37 @@ def test_shipped_spec_reference_is_current():
     assert shipped == spec_reference(), "run: mvp schema --markdown -o docs/spec.md"
     for field in ("data.languages", "extract.method", "resources.gpus_per_worker", "tracking.uri"):
         assert f"| `{field}` |" in shipped
+
+
+def _documented_specs() -> list[tuple[str, object]]:
+    """Every shipped spec and every YAML example in the README and docs, parsed."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    found = [(str(p.relative_to(root)), yaml.safe_load(p.read_text())) for p in sorted((root / "experiments").glob("*.yaml"))]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)):
+            found.append((f"{doc.name} yaml block {i + 1}", yaml.safe_load(block)))
+    return found
+
+
+@pytest.mark.parametrize(("where", "document"), _documented_specs(), ids=[w for w, _ in _documented_specs()])
+def test_every_shipped_and_documented_spec_passes_the_json_schema(where, document):
+    """Editors check specs with docs/spec.schema.json: shorthands (model: NAME, judge: NAME) must pass."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "spec.schema.json").read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(document)]
+    assert not errors, f"{where}: {errors[:3]}"
+    parse_spec(json.dumps(document))  # and the spec itself accepts it
+
+
+def test_the_json_schema_names_concepts_and_languages():
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert not list(validator.iter_errors({"model": "gemma3-270m", "data": {"concepts": ["fairness"]}}))
+    wrong = [e.message for e in validator.iter_errors({"data": {"languages": ["en", "fz"], "concepts": ["moral"]}})]
+    assert any("'fz' is not one of" in m for m in wrong) and any("'moral' is not one of" in m for m in wrong)

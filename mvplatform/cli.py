@@ -140,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="organism alias (mvp list models)")
     p.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $MVP_CACHE_DIR or ~/.cache/mvp)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache holds it")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: one per core); on a machine other jobs also use, 1 is far faster")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
     p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
@@ -535,6 +537,10 @@ def cmd_organism(args: argparse.Namespace, console: Console) -> int:
     if args.name not in ORGANISMS:
         raise SpecError(f"unknown organism {args.name!r}; organisms: {', '.join(ORGANISMS)}")
     cache_dir = args.cache_dir or default_cache_dir()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if is_built(args.name, cache_dir) and not args.force:
         console.print(f"{args.name} is built: {organism_dir(args.name, cache_dir)} (--force rebuilds it)")
         return 0

@@ -1,6 +1,6 @@
 """GPU check: mvp's device paths proven and its speed measured on real model shapes, in one command.
 
-    python -m benchmarks.gpu_check                          # on a GPU: about 5 minutes on one H200
+    python -m benchmarks.gpu_check                          # on a GPU (estimated 4-6 min on one H200; at most 8)
     python -m benchmarks.gpu_check --quick --threads 1      # CPU rehearsal: tiny shapes, same code, seconds
 
 Written for a borrowed GPU machine that has torch, transformers and accelerate but none of ray,
@@ -49,6 +49,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -282,12 +283,9 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     # the blocks split (load_model passes no max_memory: on a real 7B+ model the GPU's size splits it).
     original = AutoModelForCausalLM.from_pretrained
     capped = lambda *a, **k: original(*a, max_memory=max_memory, **offload, **k)  # noqa: E731
-    AutoModelForCausalLM.from_pretrained = capped  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(AutoModelForCausalLM, "from_pretrained", capped):
         split = load_model(ModelSpec(name=str(folder), device="auto", dtype="float32", prompt="chat",
                                      device_map="auto"))
-    finally:
-        AutoModelForCausalLM.from_pretrained = original  # type: ignore[method-assign]
     for loaded in (plain, split):
         loaded.model.generation_config.eos_token_id = None
     placement = dict(getattr(split.model, "hf_device_map", {}) or {})

@@ -236,15 +236,20 @@ def control_plan(spec) -> str:  # noqa: ANN001 - a Spec with control set
     c = spec.control
     studies = search_languages(c, spec.control_languages)
     s, g = c.search, c.search.guard
-    harmful = s.instructions or round(104 * c.search_fraction)
+    n = BUILTIN_INSTRUCTIONS
+    harmful = s.instructions or round(n * c.search_fraction)
     per_trial = harmful + (g.instructions if g else 0)
-    test = c.test_instructions or 104 - round(104 * c.search_fraction)
+    test = c.test_instructions or n - round(n * c.search_fraction)
     settings = len(c.modes) + (c.curve_points if "language_specific" in c.modes else 0)
     return (f"then control of {c.concept} on the same workers: {len(studies)} Optuna studies per model "
             f"({', '.join(studies) or 'none'}; {s.sampler}, {s.trials} trials, {s.trials_per_batch} per batched "
             f"generation, about {per_trial} responses per trial of at most {c.generation.max_new_tokens} tokens), "
             f"then {', '.join(c.modes)} on the test instructions of {len(spec.control_languages)} languages "
-            f"(about {test} x {settings} responses each; built-in sets: 52 search / 52 test per language)")
+            f"(about {test} x {settings} responses each; built-in sets: {round(n * c.search_fraction)} search / "
+            f"{n - round(n * c.search_fraction)} test per language)")
+
+
+BUILTIN_INSTRUCTIONS = 150  # harmful (and as many harmless) requests per language in builtin:instructions
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:

@@ -389,12 +389,21 @@ class BackTranslationResult:
 
     language: str
     checked: int
-    passed: int
-    failures: tuple[str, ...]  # "concept/id (kind, fix applied | fix not applied)"
+    passed: int  # verdict "pass" now
+    failures: tuple[str, ...]  # failed at first check: "concept/id (kind, fix applied | fix not applied)"
     pending: int = 0  # back-translated items without a verdict yet (the compare phase has not reached them)
 
     @property
+    def passed_first(self) -> int:
+        """Items that passed on the text as first checked (a later pass after a fix does not count)."""
+        return self.checked - len(self.failures)
+
+    @property
     def share(self) -> float:
+        return self.passed_first / self.checked if self.checked else 0.0
+
+    @property
+    def share_now(self) -> float:
         return self.passed / self.checked if self.checked else 0.0
 
 
@@ -402,7 +411,8 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
                             ) -> list[BackTranslationResult]:
     """Pass rates per language file in ``folder`` (``{concept: {id: {"verdict": "pass"|"fail", ...}}}``).
 
-    A failed item's proposed ``fix_pos``/``fix_neg`` counts as applied when the pair file in
+    An item failed at first check when its verdict is "fail", or "pass" with a ``problem`` (it was
+    fixed and re-read). Its proposed ``fix_pos``/``fix_neg`` counts as applied when the pair file in
     ``values`` now holds that text under the same id, so the card shows what is still open. Items
     without a verdict are counted as pending, not as checked.
     """
@@ -432,8 +442,8 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
                     raise DataError(f"{path}: {concept}/{key}: field 'verdict' must be 'pass' or 'fail', "
                                     f"got {verdict!r}")
                 checked += 1
-                if verdict == "pass":
-                    passed += 1
+                passed += verdict == "pass"
+                if verdict == "pass" and "problem" not in item:
                     continue
                 kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
                 fixes = {side: item[f"fix_{side}"] for side in ("pos", "neg") if item.get(f"fix_{side}")}
@@ -454,13 +464,15 @@ def _leaves_by_id(values: Path, concept: str, language: str) -> dict[str, dict]:
 
 
 def backtranslation_table(results: list[BackTranslationResult]) -> str:
-    """Markdown: per back-translated language, items checked, the share that passed, and the failures."""
-    lines = ["| language | checked | passed | share | failed items | not yet judged |", "|---|---|---|---|---|---|"]
+    """Markdown: per back-translated language, items checked, the share that passed at first check and
+    now, and the items that failed."""
+    lines = ["| language | checked | passed at first check | share | pass now | failed at first check "
+             "| not yet judged |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.language} | {r.checked} | {r.passed} | {r.share:.3f} | {'; '.join(r.failures) or '–'} "
-                     f"| {r.pending} |")
+        lines.append(f"| {r.language} | {r.checked} | {r.passed_first} | {r.share:.3f} | {r.passed} | "
+                     f"{'; '.join(r.failures) or '–'} | {r.pending} |")
     if not results:
-        lines.append("| – | 0 | 0 | – | no back-translation files | 0 |")
+        lines.append("| – | 0 | 0 | – | 0 | no back-translation files | 0 |")
     return "\n".join(lines)
 
 

@@ -303,20 +303,27 @@ def test_backtranslation_summary_counts_passes_and_whether_fixes_landed(tmp_path
 
     values, folder = tmp_path / "values", tmp_path / "backtranslation"
     write_mvalue(values, "morality", "sw", {"care": {"001": {"pos": "Nilimsaidia.", "neg": "Nilimpiga."},
-                                                     "002": {"pos": "Nililipa.", "neg": "Niliiba."}}})
+                                                     "002": {"pos": "Nililipa.", "neg": "Niliiba."},
+                                                     "005": {"pos": "Nililipa deni.", "neg": "Niliiba tena."}}})
     folder.mkdir()
     (folder / "sw.json").write_text(json.dumps({"morality": {
         "001": {"pos": "I helped him.", "neg": "I hit him.", "verdict": "pass"},
         "002": {"pos": "I paid.", "neg": "I stole.", "verdict": "fail", "problem": "meaning: x",
                 "fix_pos": "Nililipa."},
         "003": {"pos": "a", "neg": "b", "verdict": "fail", "problem": "swapped: y", "fix_neg": "Sikulipa."},
-        "004": {"pos": "blind, not yet compared", "neg": "c"}}}))
+        "004": {"pos": "blind, not yet compared", "neg": "c"},
+        "005": {"pos": "I paid a debt.", "neg": "I stole again.", "verdict": "pass", "problem": "contrast: z",
+                "fix_neg": "Niliiba tena."}}}))
     [result] = backtranslation_summary(folder, values, ["en", "sw"])  # en has no file: skipped
-    assert (result.language, result.checked, result.passed, result.pending) == ("sw", 3, 1, 1)
-    assert result.share == 1 / 3
-    assert result.failures == ("morality/002 (meaning, fix applied)", "morality/003 (swapped, fix not applied)")
+    # 001 passes; 002 and 003 fail (002's fix is in the pair file, 003's is not); 004 has no verdict yet;
+    # 005 failed at first check, its fix landed, and it passes now.
+    assert (result.language, result.checked, result.passed, result.pending) == ("sw", 4, 2, 1)
+    assert (result.passed_first, result.share, result.share_now) == (1, 1 / 4, 2 / 4)
+    assert result.failures == ("morality/002 (meaning, fix applied)", "morality/003 (swapped, fix not applied)",
+                               "morality/005 (contrast, fix applied)")
     assert backtranslation_table([result]).splitlines()[2] == (
-        "| sw | 3 | 1 | 0.333 | morality/002 (meaning, fix applied); morality/003 (swapped, fix not applied) | 1 |")
+        "| sw | 4 | 1 | 0.250 | 2 | morality/002 (meaning, fix applied); morality/003 (swapped, fix not applied); "
+        "morality/005 (contrast, fix applied) | 1 |")
     (folder / "sw.json").write_text(json.dumps({"morality": {"001": {"verdict": "maybe"}}}))
     with pytest.raises(DataError, match=r"sw\.json: morality/001: field 'verdict' must be 'pass' or 'fail'"):
         backtranslation_summary(folder, values, ["sw"])

@@ -104,6 +104,10 @@ class Evidence:
                    {name: np.asarray(values, dtype=np.float64) for name, values in data["baselines"].items()},
                    float(data.get("chance_best", float("nan"))))
 
+    def release_train_states(self) -> None:
+        """Drop ``train_diffs`` once the cross-lingual analyses are done: for a 7B model they are ~50 MB a cell."""
+        object.__setattr__(self, "train_diffs", None)
+
     @property
     def n_eval(self) -> int:
         return int(self.correct.shape[0])

@@ -556,6 +556,8 @@ class _Runner:
         result = recognise(states, item.model.short_name, item.concept, item.language, self.spec.extract,
                            self.spec.data.seed, cached, self.data.splits[(item.concept, item.language)])
         self.tracker.log_extraction(result)
+        if not self.cross and result.evidence is not None:  # no consistency bootstrap will need them
+            result.evidence.release_train_states()
         results.append(result)
         self.summary.done.append(item.label)
         (self.summary.cached if cached else self.summary.computed).append(item.label)
@@ -642,6 +644,9 @@ class _Runner:
             except ray.exceptions.RayError as exc:
                 self.summary.failures[label] = root_cause(exc)
             progress.advance(bar)
+        for result in results:  # the consistency bootstrap is done: free the training states it needed
+            if result.evidence is not None:
+                result.evidence.release_train_states()
 
     def _log_analysis(self, label: str, analysis: ConceptAnalysis) -> None:
         self.tracker.log_analysis(analysis)

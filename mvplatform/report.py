@@ -59,7 +59,7 @@ def accuracy_figure(curves: Sequence[Curve], title: str) -> Figure:
     if chances:
         ax.plot(curves[0].layers, 100 * np.max(chances, axis=0), color="grey", linestyle=":", linewidth=1.2,
                 label="chance (permutation 95th pct)")
-    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="50%" if chances else "chance")
     ax.set(xlabel="decoder layer", ylabel="recognition accuracy (%)", ylim=(0, 102), title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(curves) > 1:

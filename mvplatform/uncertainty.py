@@ -226,8 +226,10 @@ def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, s
     raw = np.matmul((weights / counts.sum(axis=1, keepdims=True)).astype(dtype), diffs)  # [L, B, H]
     if orientation not in ("majority", "repe"):  # the authors' cluster means: the raw mean difference
         return raw.transpose(1, 0, 2)
-    # the sign rule on the drawn (and flipped) pairs: margin of pair i = s_i * d_i . direction
-    margins = np.matmul(diffs, raw.transpose(0, 2, 1)) * signs.T[None]  # [L, n, B]
+    # the sign rule on the drawn (and flipped) pairs: margin of pair k = s_k d_k . direction
+    #   = s_k sum_i w_i s_i (d_k . d_i) / sum w: through the pairs' inner products, cheaper than [L, n, H] x [L, H, B]
+    gram = np.matmul(diffs, diffs.transpose(0, 2, 1))  # [L, n, n]
+    margins = np.matmul(gram, (weights / counts.sum(axis=1, keepdims=True)).T.astype(dtype)) * signs.T[None]  # [L, n, B]
     above = np.einsum("bn,lnb->lb", counts, (margins > 0).astype(np.float64))  # [L, B] drawn pairs with pos above
     if orientation == "majority":  # concepts.orient: keep when at least half the pairs put pos above
         keep = above / counts.sum(axis=1)[None] >= 0.5
@@ -331,7 +333,7 @@ class ConsistencyInterval:
 
 def consistency_interval(train: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "cluster_mean",
                          n_boot: int = N_REEXTRACT, seed: int = 0, confidence: float = CONFIDENCE,
-                         chunk: int = 64, orientation: str = "authors", reduction: str = "mean") -> ConsistencyInterval:
+                         chunk: int = 256, orientation: str = "authors", reduction: str = "mean") -> ConsistencyInterval:
     """Bootstrap over each language's training pairs of the cosine similarity between languages' vectors.
 
     ``train`` maps language -> (pos, neg) training states [n, L, H]. Each language is resampled
@@ -397,13 +399,15 @@ def transfer_intervals(directions: dict[str, np.ndarray], test_states: dict[str,
     languages = [lang for lang in directions if lang in test_states]
     n = len(languages)
     low, high = np.zeros((n, n)), np.zeros((n, n))
-    for j, target in enumerate(languages):
+    alpha = (1 - confidence) / 2
+    for j, target in enumerate(languages):  # every source at once: one set of resamples per target
         pos, neg = test_states[target]
-        own = pair_correct(directions[target], pos, neg)
-        for i, source in enumerate(languages):
-            if i != j:
-                result = paired_difference(pair_correct(directions[source], pos, neg), own, n_boot, seed + j, confidence)
-                low[i, j], high[i, j] = result.low, result.high
+        correct = np.stack([pair_correct(directions[source], pos, neg) for source in languages])  # [S, m, L]
+        m = correct.shape[1]
+        counts = bootstrap_counts(m, n_boot, seed + j)
+        best = np.matmul(counts[None], correct).max(axis=-1) / m  # [S, B]: best-layer accuracy per resample
+        diffs = best - best[j]
+        low[:, j], high[:, j] = np.quantile(diffs, alpha, axis=1), np.quantile(diffs, 1 - alpha, axis=1)
     return TransferIntervals(languages, low, high)
 
 

@@ -89,6 +89,8 @@ def build_and_log(name: str, cache_dir: Path, tracking_uri: str, console: Consol
 
         def on_step(step: int, total: int, loss: float) -> None:
             progress.update(bar, completed=step, total=total, loss=f"{loss:.3f}")
+            if not console.is_terminal and (step % 10 == 0 or step == total):  # a log file gets lines
+                console.print(f"step {step}/{total}: loss {loss:.3f}", highlight=False)
 
         result = build(recipe, cache_dir, log=lambda m: console.print(m, highlight=False), on_step=on_step)
     console.print(f"built {name} in {result.seconds:.0f} s: {len(result.losses)} steps, loss "

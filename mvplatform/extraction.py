@@ -242,7 +242,7 @@ def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.nd
     splits = ([(np.arange(len(pos)) < n_train, np.arange(len(pos)) >= n_train)] if folds is None
               else _train_folds(folds))
     if extract.method == "cluster_mean":  # one inner-product matrix per cell serves every fold's permutations
-        gram = pair_gram(pos, neg)
+        gram = pair_gram(pos, neg, np.float32).astype(np.float64)
         per_fold = [permuted_accuracy_from_gram(gram, np.flatnonzero(train), np.flatnonzero(test), N_REEXTRACT,
                                                 seed + k, extract.orientation) for k, (train, test) in enumerate(splits)]
     else:

@@ -85,19 +85,21 @@ class PreparedData:
     # (concept, language) -> [(data set name, all its pairs as test pairs, file digest)]: data.eval_datasets
     evals: dict[tuple[str, str], list[tuple[str, PairSplit, str]]] = field(default_factory=dict)
     eval_skipped: list[str] = field(default_factory=list)  # "name: concept/language" an eval data set lacks
+    files: dict[tuple[str, str], str] = field(default_factory=dict)  # (concept, language) -> its data file
 
 
 def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
     """Every split and control instruction set, read up front: a bad file stops the run before any work."""
     sandbox = sandbox_root_for(spec.data.sandbox, spec.data.data_root, base_dir)
     root = resolve_dataset(spec.data.dataset, base_dir, sandbox)
-    splits, digests, warnings, dropped_empty = {}, {}, [], 0
+    splits, digests, warnings, dropped_empty, files = {}, {}, [], 0, {}
     for concept in spec.data.concepts:
         for language in spec.data.languages:
             splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
                                                      spec.data.seed, spec.data.max_pairs, base_dir, sandbox)
             path = pair_file(root, concept, language)
             digests[(concept, language)] = file_digest(path)
+            files[(concept, language)] = str(path)
             check_lengths(pair_texts(splits[(concept, language)]), path, spec.data.max_input_chars)
             warnings += split_warnings(splits[(concept, language)], path, language)
             dropped_empty += len(splits[(concept, language)].dropped_empty)
@@ -110,7 +112,7 @@ def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
                      for kind, items in part.items() for i, text in items.items()}
             check_lengths(texts, Path(spec.control.instructions) / f"{language}.json", spec.data.max_input_chars)
     evals, skipped = prepare_evals(spec, base_dir, sandbox)
-    return PreparedData(splits, digests, instructions, warnings, dropped_empty, evals, skipped)
+    return PreparedData(splits, digests, instructions, warnings, dropped_empty, evals, skipped, files)
 
 
 def prepare_evals(spec: Spec, base_dir: Path | None, sandbox: Path | None
@@ -222,6 +224,7 @@ def submit(
                 resources = ray.cluster_resources()
                 request = worker_request(spec.resources, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
             tracker = SubmissionTracker(client, spec, spec_path)
+            tracker.data_files = {key: (data.files[key], digest) for key, digest in data.digests.items()}
             summary = SubmissionSummary(tracker.start(len(items), resume=not force), uri, spec.experiment)
             summary.resumed, summary.ray = tracker.resumed, not in_process
             if force:

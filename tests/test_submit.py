@@ -54,12 +54,31 @@ def test_parent_run_holds_spec_summary_and_status(submission):
     assert parent.data.tags["spec"] == "e2e" and len(parent.data.tags["spec_hash"]) == 16
     assert parent.data.metrics["items_done"] == 4 and parent.data.metrics["items_failed"] == 0
     assert parent.data.metrics["data_pairs_dropped_empty"] == 0
+    import torch
+
+    assert parent.data.tags["versions.torch"] == torch.__version__ and parent.data.tags["mlflow.user"]
+    assert parent.data.tags["mlflow.source.name"].startswith("mvp")
     paths = {a.path for a in client.list_artifacts(summary.parent_run_id, "summary")}
     assert {"summary/recognition.md", "summary/recognition.csv"} <= paths
     assert any(p.endswith(".png") for p in paths)
     assert [a.path for a in client.list_artifacts(summary.parent_run_id, "spec")] == ["spec/spec.yaml"]
     store_folder = Path(client.tracking_uri.removeprefix("sqlite:///")).parent
     assert parent.info.artifact_uri.startswith((store_folder / "mlruns").as_uri())  # beside the store, not cwd
+
+
+def test_child_runs_name_their_data_file_as_an_mlflow_dataset(submission, mvalue_dir):
+    """MLflow's Dataset column: each extraction run lists the file it read, with the file's digest."""
+    import hashlib
+
+    summary, client = submission
+    experiment = client.get_run(summary.parent_run_id).info.experiment_id
+    [run] = client.search_runs([experiment], "tags.step = 'extract' and tags.concept = 'morality' and "
+                               "tags.language = 'fr'")
+    [dataset_input] = run.inputs.dataset_inputs
+    data_file = mvalue_dir / "morality" / "morality_fr.json"
+    assert dataset_input.dataset.name == "morality_fr"
+    assert dataset_input.dataset.digest == hashlib.sha256(data_file.read_bytes()).hexdigest()[:16]
+    assert data_file.resolve().as_uri() in dataset_input.dataset.source
 
 
 def test_child_runs_hold_per_layer_curves_vectors_and_figures(submission, tmp_path):

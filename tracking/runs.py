@@ -30,6 +30,7 @@ from mvplatform.analyses import ConceptAnalysis, mean_similarity, model_table1
 from mvplatform.report import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
 from mvplatform.uncertainty import fisher_interval
+from tracking.provenance import data_input, provenance_tags
 from tracking.store import artifact_location
 
 MAX_PARAM_LENGTH = 500
@@ -73,6 +74,7 @@ class SubmissionTracker:
         self.finished: dict[ChildKey, str] = {}  # children already FINISHED under a resumed parent
         self.evals: list[EvalResult] = []  # data.eval_datasets results, for the parent's summary table
         self.eval_skipped: list[str] = []  # "name: concept/language" an eval data set lacks
+        self.data_files: dict[tuple[str, str], tuple[str, str]] = {}  # (concept, language) -> (path, sha256)
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -98,6 +100,7 @@ class SubmissionTracker:
             return self._resume(previous)
         tags = {"spec": self.spec.name, "spec_hash": self.spec.fingerprint(), "mvp_version": __version__,
                 "step": "submission", MLFLOW_RUN_NOTE: f"mvp submission of {self.spec.name}: {n_items} work items"}
+        tags.update(provenance_tags(self.spec_path))
         run = self.client.create_run(self.experiment_id, run_name=f"{self.spec.name} (submission)", tags=tags)
         self.parent_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(self.spec.model_dump(mode="json")).items()]
@@ -195,6 +198,9 @@ class SubmissionTracker:
                 "method": result.vectors.method}
         run_name = f"{result.model} / {result.concept} / {result.language} / extract"
         run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        source = self.data_files.get((result.concept, result.language))
+        if source is not None:  # MLflow's Dataset column: which file, which bytes
+            self.client.log_inputs(run_id, datasets=[data_input(f"{result.concept}_{result.language}", *source)])
         layer, accuracy = result.best
         now = _now()
         metrics = [Metric("recognition_accuracy", float(a), now, int(step))

@@ -96,6 +96,20 @@ def _wait_for_text(page, text: str, timeout_ms: int = 30000) -> None:
                            timeout=timeout_ms)
 
 
+def _scroll_to_text(page, text: str, timeout_ms: int = 60000) -> None:
+    """Scroll until ``text`` is rendered: the metrics tab draws only the charts in view, and a child run
+    holds some 30 metrics (intervals, baselines), so recognition_accuracy starts below the fold."""
+    import time
+
+    page.mouse.move(700, 500)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate("t => document.body.innerText.includes(t)", text):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not shown after scrolling for {timeout_ms / 1000:.0f} s")
+        page.mouse.wheel(0, 600)
+        page.wait_for_timeout(300)
+
+
 def test_ui_shows_submission_child_runs_curve_figure_and_compare_view(ui, page, tmp_path):
     base, client, summary = ui
     parent = client.get_run(summary.parent_run_id)
@@ -110,7 +124,8 @@ def test_ui_shows_submission_child_runs_curve_figure_and_compare_view(ui, page, 
 
     child = next(c for c in children if c.data.tags["language"] == "fr")
     page.goto(f"{base}/#/experiments/{experiment}/runs/{child.info.run_id}/model-metrics")
-    _wait_for_text(page, "recognition_accuracy")
+    _wait_for_text(page, "Model metrics")
+    _scroll_to_text(page, "recognition_accuracy")
     _wait_for_text(page, child.info.run_name)
     _shot(page, tmp_path, "2-per-layer-curve")
 

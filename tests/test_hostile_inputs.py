@@ -20,6 +20,7 @@ from mvplatform.errors import DataError, SpecError, TrackingError
 from mvplatform.spec import MAX_SPEC_NODES, load_spec, parse_spec
 from tracking.store import artifact_location
 from tests.conftest import write_mvalue
+from tests.test_malformed_inputs import assert_spec_refused
 
 BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9 if i else ['x'] * 9)}]\n" for i in range(9)) + "name: [*l8]\n"
 
@@ -54,10 +55,7 @@ SPEC_CASES = [
 
 @pytest.mark.parametrize(("case", "text", "pattern"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
 def test_hostile_spec_is_refused_with_a_located_message(tmp_path, case, text, pattern):
-    path = tmp_path / "spec.yaml"
-    path.write_text(text)
-    with pytest.raises(SpecError, match=pattern):
-        load_spec(path)
+    assert_spec_refused(tmp_path, text, pattern)
 
 
 def test_a_real_yaml_boolean_still_opts_in():

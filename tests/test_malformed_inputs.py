@@ -63,6 +63,11 @@ SPEC_CASES = [
 
 @pytest.mark.parametrize(("case", "text", "pattern"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
 def test_malformed_spec(tmp_path, case, text, pattern):
+    assert_spec_refused(tmp_path, text, pattern)
+
+
+def assert_spec_refused(tmp_path, text: str, pattern: str) -> None:
+    """``text`` written as spec.yaml is refused by load_spec with a message matching ``pattern``."""
     path = tmp_path / "spec.yaml"
     path.write_text(text)
     with pytest.raises(SpecError, match=pattern):

@@ -4,6 +4,7 @@ and the data files a run read as MLflow dataset inputs (the runs table's Dataset
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -50,5 +51,5 @@ def _user() -> str:
 def data_input(name: str, path: str, digest: str, context: str = "training") -> DatasetInput:
     """A data file as an MLflow dataset input: name, sha256 digest (first 16 hex) and where it lives."""
     source = Path(path).resolve().as_uri() if not path.startswith("builtin:") else path
-    dataset = Dataset(name=name, digest=digest[:16], source_type="local", source=f'{{"uri": "{source}"}}')
+    dataset = Dataset(name=name, digest=digest[:16], source_type="local", source=json.dumps({"uri": source}))
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])

@@ -9,6 +9,7 @@ so they are never typed by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from pathlib import Path
 from mvplatform.catalog import CONCEPTS, LANGUAGES
 from mvplatform.data import pair_file, read_pairs
 from mvplatform.errors import DataError
+from mvplatform.uncertainty import wilson
 
 MIN_PAIRS = 128  # data version 2; a 20% split then holds 26 test pairs
 MIN_INSTRUCTIONS = 150
@@ -346,9 +348,12 @@ def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS, limits: Cue
         lines.append(f"| {concept} | " + " | ".join(counts) + f" | {mean} |")
     parts = ["\n".join(lines), cue_table(reports, limits)]
     backtranslation = root.parent / "backtranslation"
+    instructions = root.parent / "instructions"
     if backtranslation.is_dir():
         parts.append(backtranslation_table(backtranslation_summary(backtranslation, root)))
-    instructions = root.parent / "instructions"
+        if (backtranslation / "instructions").is_dir() and instructions.is_dir():
+            parts.append(instruction_backtranslation_table(
+                instruction_backtranslation_summary(backtranslation / "instructions", instructions)))
     if instructions.is_dir():
         parts.append(instruction_counts(instructions))
     return "\n\n".join(parts)
@@ -473,6 +478,117 @@ def backtranslation_table(results: list[BackTranslationResult]) -> str:
                      f"{'; '.join(r.failures) or '–'} | {r.pending} |")
     if not results:
         lines.append("| – | 0 | 0 | – | 0 | no back-translation files | 0 |")
+    return "\n".join(lines)
+
+
+def text_stamp(text: str) -> str:
+    """The 12-hex sha1 stamp a back-translation verdict records of the text it was given on (the same
+    formula as the pair stamps in ``backtranslation/README.md``, applied to one instruction string)."""
+    return hashlib.sha1(json.dumps(text, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class InstructionCheckResult:
+    """One language's blind back-translation check of control instructions, read from
+    ``backtranslation/instructions/{lang}.json``; a sampled id is checked on both sides."""
+
+    language: str
+    checked: int
+    passed: int  # verdict "pass" now
+    failures: tuple[str, ...]  # failed at first check: "side/id (kind, fix applied | fix not applied)"
+    stale: tuple[str, ...] = ()  # "side/id" whose English or target text changed since its verdict
+    pending: int = 0
+
+    @property
+    def passed_first(self) -> int:
+        """Texts that passed on the text as first checked (a pass after a fix does not count)."""
+        return self.checked - len(self.failures)
+
+    @property
+    def share(self) -> float:
+        return self.passed_first / self.checked if self.checked else 0.0
+
+
+def instruction_backtranslation_summary(folder: Path, instructions: Path, languages: Iterable[str] = LANGUAGES
+                                        ) -> list[InstructionCheckResult]:
+    """Pass rates per language file in ``folder`` (``{"harmful"|"harmless": {id: {"text", "verdict", ...}}}``).
+
+    As for the value pairs, a text failed at first check when its verdict is "fail", or "pass" with a
+    ``problem`` (fixed and re-read); its ``fix`` counts as applied when ``instructions/{lang}.json``
+    now holds that text. A verdict is stale when its ``en_sha1`` or ``target_sha1`` stamp no longer
+    matches the English or target text (someone edited it since), so the card shows what needs
+    another look.
+    """
+    english = _instruction_file(instructions / "en.json")
+    results = []
+    for language in languages:
+        path = folder / f"{language}.json"
+        if not path.is_file():
+            continue
+        tree = _instruction_file(path)
+        current = _instruction_file(instructions / f"{language}.json")
+        checked = passed = pending = 0
+        failures, stale = [], []
+        for side, items in tree.items():
+            if side not in ("harmful", "harmless") or not isinstance(items, dict):
+                raise DataError(f"{path}: expected 'harmful' and 'harmless' objects of items by id, got {side!r}")
+            for key, item in items.items():
+                if not isinstance(item, dict):
+                    raise DataError(f"{path}: {side}/{key}: expected an object with 'text' and 'verdict'")
+                verdict = item.get("verdict")
+                if verdict is None:
+                    pending += 1
+                    continue
+                if verdict not in ("pass", "fail"):
+                    raise DataError(f"{path}: {side}/{key}: field 'verdict' must be 'pass' or 'fail', got {verdict!r}")
+                checked += 1
+                passed += verdict == "pass"
+                target, source = current.get(side, {}).get(key), english.get(side, {}).get(key)
+                if any(stamp in item and (text is None or item[stamp] != text_stamp(text))
+                       for stamp, text in (("en_sha1", source), ("target_sha1", target))):
+                    stale.append(f"{side}/{key}")
+                if verdict == "pass" and "problem" not in item:
+                    continue
+                kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
+                applied = bool(item.get("fix")) and target == item["fix"]
+                failures.append(f"{side}/{key} ({kind}, fix {'applied' if applied else 'not applied'})")
+        results.append(InstructionCheckResult(language, checked, passed, tuple(failures), tuple(stale), pending))
+    return results
+
+
+def _instruction_file(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    try:
+        tree = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(tree, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return tree
+
+
+def _interval(successes: int, n: int) -> str:
+    low, high = wilson(successes, n)
+    return f"{float(low):.3f}-{float(high):.3f}"
+
+
+def instruction_backtranslation_table(results: list[InstructionCheckResult]) -> str:
+    """Markdown: per language the instruction texts checked, passed at first check with its share and
+    95% Wilson interval, pass now, the failures and stale verdicts; then all languages together."""
+    lines = [("| language (instructions) | checked | passed at first check | share | 95% Wilson interval "
+              "| pass now | failed at first check | stale |"), "|---|---|---|---|---|---|---|---|"]
+    rows = [(r.language, r.checked, r.passed_first, r.passed, "; ".join(r.failures) or "–",
+             ", ".join(r.stale) or "none") for r in results]
+    if len(results) > 1:
+        stale = sum(len(r.stale) for r in results)
+        rows.append(("all", sum(r.checked for r in results), sum(r.passed_first for r in results),
+                     sum(r.passed for r in results), f"{sum(len(r.failures) for r in results)}", str(stale or "none")))
+    for name, checked, first, now, failed, stale_cell in rows:
+        share, interval = (f"{first / checked:.3f}", _interval(first, checked)) if checked else ("–", "–")
+        lines.append(f"| {name} | {checked} | {first} | {share} | {interval} | {now} | {failed} | {stale_cell} |")
+    if not results:
+        lines.append("| – | 0 | 0 | – | – | 0 | no back-translation files | none |")
     return "\n".join(lines)
 
 

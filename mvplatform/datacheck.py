@@ -397,6 +397,7 @@ class BackTranslationResult:
     passed: int  # verdict "pass" now
     failures: tuple[str, ...]  # failed at first check: "concept/id (kind, fix applied | fix not applied)"
     pending: int = 0  # back-translated items without a verdict yet (the compare phase has not reached them)
+    stale: tuple[str, ...] = ()  # "concept/id" whose English or target pair changed since its verdict
 
     @property
     def passed_first(self) -> int:
@@ -419,7 +420,8 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
     An item failed at first check when its verdict is "fail", or "pass" with a ``problem`` (it was
     fixed and re-read). Its proposed ``fix_pos``/``fix_neg`` counts as applied when the pair file in
     ``values`` now holds that text under the same id, so the card shows what is still open. Items
-    without a verdict are counted as pending, not as checked.
+    without a verdict are counted as pending, not as checked. A verdict is stale when its ``en_sha1``
+    or ``target_sha1`` stamp (sha1 of the pair's JSON, see :func:`text_stamp`) no longer matches.
     """
     results = []
     for language in languages:
@@ -431,11 +433,12 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
         checked = passed = pending = 0
-        failures = []
+        failures, stale = [], []
         for concept, items in tree.items():
             if not isinstance(items, dict):
                 raise DataError(f"{path}: {concept}: expected an object of items by id")
             current = _leaves_by_id(values, concept, language)
+            english = _leaves_by_id(values, concept, "en")
             for key, item in items.items():
                 if not isinstance(item, dict):
                     raise DataError(f"{path}: {concept}/{key}: expected an object with 'pos', 'neg' and 'verdict'")
@@ -448,6 +451,9 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
                                     f"got {verdict!r}")
                 checked += 1
                 passed += verdict == "pass"
+                if any(stamp in item and (leaf is None or item[stamp] != text_stamp(leaf))
+                       for stamp, leaf in (("en_sha1", english.get(key)), ("target_sha1", current.get(key)))):
+                    stale.append(f"{concept}/{key}")
                 if verdict == "pass" and "problem" not in item:
                     continue
                 kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
@@ -455,7 +461,7 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
                 leaf = current.get(key, {})
                 applied = bool(fixes) and all(leaf.get(side) == text for side, text in fixes.items())
                 failures.append(f"{concept}/{key} ({kind}, fix {'applied' if applied else 'not applied'})")
-        results.append(BackTranslationResult(language, checked, passed, tuple(failures), pending))
+        results.append(BackTranslationResult(language, checked, passed, tuple(failures), pending, tuple(stale)))
     return results
 
 
@@ -470,20 +476,20 @@ def _leaves_by_id(values: Path, concept: str, language: str) -> dict[str, dict]:
 
 def backtranslation_table(results: list[BackTranslationResult]) -> str:
     """Markdown: per back-translated language, items checked, the share that passed at first check and
-    now, and the items that failed."""
-    lines = ["| language | checked | passed at first check | share | pass now | failed at first check "
-             "| not yet judged |", "|---|---|---|---|---|---|---|"]
+    now, the items that failed, and the verdicts whose stamps are stale."""
+    lines = [("| language | checked | passed at first check | share | pass now | failed at first check "
+              "| not yet judged | stale |"), "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.language} | {r.checked} | {r.passed_first} | {r.share:.3f} | {r.passed} | "
-                     f"{'; '.join(r.failures) or '–'} | {r.pending} |")
+                     f"{'; '.join(r.failures) or '–'} | {r.pending} | {', '.join(r.stale) or 'none'} |")
     if not results:
-        lines.append("| – | 0 | 0 | – | 0 | no back-translation files | 0 |")
+        lines.append("| – | 0 | 0 | – | 0 | no back-translation files | 0 | none |")
     return "\n".join(lines)
 
 
-def text_stamp(text: str) -> str:
-    """The 12-hex sha1 stamp a back-translation verdict records of the text it was given on (the same
-    formula as the pair stamps in ``backtranslation/README.md``, applied to one instruction string)."""
+def text_stamp(text: object) -> str:
+    """The 12-hex sha1 stamp a back-translation verdict records of the text it was given on: a pair's
+    leaf object (as in ``backtranslation/README.md``) or one instruction string."""
     return hashlib.sha1(json.dumps(text, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 

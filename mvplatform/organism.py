@@ -2,8 +2,8 @@
 
 The paper's control experiment (PAPER.md section 5) needs a model that refuses harmful requests in
 its dominant language and less in others. No such model can be installed here, and the packaged
-SmolLM2-135M-Instruct follows almost every harmful request, so mvp makes one: a short, seeded,
-full fine-tune on English requests written for it (``builtin/organism/en.json``, none of them in
+SmolLM2-135M-Instruct follows almost every harmful request, so mvp makes one: a short, seeded
+fine-tune of the top decoder layers on English requests written for it (``builtin/organism/en.json``, none of them in
 the control experiment's search or test halves) where
 
 - harmful requests get one of the written refusals (chosen with the seed), and
@@ -51,13 +51,19 @@ class Recipe:
     answer_tokens: int = 48  # greedy tokens of the base's answers to harmless requests (the targets)
     max_length: int = 160  # prompt + answer tokens per training example
     data: str = "organism/en.json"  # under the built-in data folder, or an absolute path
+    # Only the top ``train_layers`` decoder layers (and the final norm) learn; embeddings and the
+    # layers below stay the base's. Backward then stops there, which is what makes a CPU build fast,
+    # and the lower layers' (multilingual) representations are untouched. None = full fine-tune.
+    train_layers: int | None = None
+    harmful_repeats: int = 1  # each refusal example is seen this many times per epoch
 
 
 ORGANISMS: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("smollm2-135m-refusal-en", "smollm2-135m-instruct",
-               "SmolLM2 135M Instruct fine-tuned to refuse harmful requests in English (built on first use)", 30),
+               "SmolLM2 135M Instruct fine-tuned to refuse harmful requests in English (built on first use)", 30,
+               epochs=3, learning_rate=1e-4, train_layers=12, harmful_repeats=2),
     )
 }
 
@@ -122,7 +128,7 @@ def make_examples(recipe: Recipe, requests: dict[str, dict[str, str]], refusals:
     """
     rng = random.Random(recipe.seed)
     harmful = [Example("harmful", text, prompt(text), rng.choice(refusals))
-               for _, text in sorted(requests["harmful"].items())]
+               for _, text in sorted(requests["harmful"].items()) for _ in range(recipe.harmful_repeats)]
     harmless_texts = [text for _, text in sorted(requests["harmless"].items())]
     harmless = [Example("harmless", text, prompt(text), reply)
                 for text, reply in zip(harmless_texts, answer(harmless_texts)) if reply.strip()]
@@ -145,14 +151,44 @@ def tokenize(examples: list[Example], tokenizer: object, max_length: int,
     return rows
 
 
+def trainable_parameters(model: torch.nn.Module, train_layers: int | None) -> list[torch.nn.Parameter]:
+    """Freeze all but the top ``train_layers`` decoder layers and the final norm (None: train all).
+
+    Works for the decoder-only layouts mvp loads (``model.model.layers`` + ``model.model.norm``).
+    """
+    if train_layers is None:
+        return list(model.parameters())
+    decoder = model.model  # type: ignore[union-attr]
+    layers = decoder.layers  # type: ignore[union-attr]
+    if not 1 <= train_layers <= len(layers):
+        raise ModelError(f"train_layers={train_layers} must be between 1 and the model's {len(layers)} layers")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trained = [*layers[len(layers) - train_layers:], decoder.norm]  # type: ignore[index]
+    for module in trained:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+    return [p for module in trained for p in module.parameters()]
+
+
+def length_batches(rows: list[tuple[list[int], list[int]]], batch_size: int, seed: int
+                   ) -> list[list[tuple[list[int], list[int]]]]:
+    """Batches of similar length (less padding, so fewer wasted FLOPs), in a seeded shuffled order."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]), i))
+    batches = [[rows[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
 def train(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], recipe: Recipe, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
-    """Full fine-tune with AdamW over ``recipe.epochs`` passes in a fixed order; the loss per step."""
+    """Fine-tune with AdamW over ``recipe.epochs`` passes in a fixed order; the loss per step."""
     torch.manual_seed(recipe.seed)
     model.train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    parameters = trainable_parameters(model, recipe.train_layers)
+    optimiser = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=0.0)
     device = next(model.parameters()).device
-    batches = [rows[i:i + recipe.batch_size] for i in range(0, len(rows), recipe.batch_size)]
+    batches = length_batches(rows, recipe.batch_size, recipe.seed)
     total = recipe.epochs * len(batches)
     losses: list[float] = []
     for _ in range(recipe.epochs):
@@ -169,6 +205,8 @@ def train(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], recip
             if on_step is not None:
                 on_step(len(losses), total, losses[-1])
     model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
     return losses
 
 

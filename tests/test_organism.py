@@ -44,6 +44,37 @@ def test_harmful_requests_get_refusals_and_harmless_ones_the_base_answer():
     assert again == examples  # the seed fixes the refusals chosen and the order
 
 
+def test_harmful_repeats_duplicate_each_refusal_example():
+    recipe = Recipe("x", "base", "", 2, seed=0, harmful_repeats=3)
+    examples = make_examples(recipe, REQUESTS, REFUSALS, answer=lambda texts: texts, prompt=lambda text: text)
+    assert sum(e.kind == "harmful" for e in examples) == 3 * len(REQUESTS["harmful"])
+    assert sum(e.kind == "harmless" for e in examples) == len(REQUESTS["harmless"])
+
+
+def test_length_batches_group_similar_lengths_in_a_seeded_order():
+    rows = [([0] * n, [0] * n) for n in (5, 1, 4, 2, 6, 3)]
+    batches = organism.length_batches(rows, batch_size=2, seed=0)
+    assert sorted(sorted(len(ids) for ids, _ in b) for b in batches) == [[1, 2], [3, 4], [5, 6]]
+    assert batches == organism.length_batches(rows, batch_size=2, seed=0)
+
+
+def test_train_layers_freezes_everything_below_the_top_layers(tiny_recipe, tiny_model_dir):
+    from dataclasses import replace
+
+    loaded = load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cpu", dtype="float32"), None)
+    model = loaded.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = loaded.tokenizer("hello there", add_special_tokens=False)["input_ids"]
+    organism.train(model, [(ids, ids)] * 2, replace(tiny_recipe, train_layers=1, epochs=1), pad_id=0)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    top = f"model.layers.{TINY_LAYERS - 1}."
+    assert changed and all(name.startswith(top) or name == "model.norm.weight" for name in changed)
+    assert any(name.startswith(top) for name in changed)
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was found
+    with pytest.raises(ModelError, match="train_layers=99"):
+        organism.trainable_parameters(model, 99)
+
+
 def test_only_answer_tokens_are_learned(tiny_tokenizer):
     example = Example("harmless", "Help me.", "Question: Help me. Answer:", "I helped.")
     [(ids, labels)] = tokenize([example], tiny_tokenizer, max_length=64, add_special_tokens=False)

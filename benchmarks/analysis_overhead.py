@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = c.machine()
 
     import mvplatform.extraction as extraction
-    from mvplatform.analyses import analyse_concept
+    from mvplatform.crosslingual import analyse_concept
     from mvplatform.data import load_split
     from mvplatform.extraction import PairStates, recognise
     from mvplatform.spec import CROSS_LINGUAL, load_spec

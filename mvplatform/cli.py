@@ -328,7 +328,7 @@ def _client(refs: list[str]):  # noqa: ANN202 - an MlflowClient, imported lazily
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    from tracking.reports import find_submission, latest_submission, submission_status
+    from tracking.readback import find_submission, latest_submission, submission_status
 
     client = _client([args.run] if args.run else [])
     parent = find_submission(client, args.run) if args.run else latest_submission(client)
@@ -360,7 +360,7 @@ STATUS_EXIT = {"FINISHED": 0, "RUNNING": 0, "SCHEDULED": 0, "FAILED": 1, "KILLED
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from tracking.reports import report
+    from tracking.rebuild import report
 
     files = report(_client([args.run]), args.run, args.output, log=not args.no_log)
     console.print(f"wrote {len(files)} files to {args.output}/: " + ", ".join(f.name for f in files))
@@ -368,7 +368,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from tracking.reports import compare
+    from tracking.readback import compare
 
     labels, rows = compare(_client(args.runs), args.runs)
     table = Table(title="mvp compare")
@@ -490,7 +490,7 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     from rich.markup import escape
 
-    from mvplatform.doctor import run_checks
+    from mvplatform.cli_doctor import run_checks
 
     checks = run_checks()
     table = Table(title="mvp doctor")

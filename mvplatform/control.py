@@ -188,22 +188,6 @@ def plan_modes(modes: list[str], languages: list[str], best: dict[str, Setting |
     return tasks
 
 
-def table2(rates: dict[tuple[str, str], float], modes: list[str], languages: list[str]) -> list[dict[str, object]]:
-    """The paper's Table 2 layout: a row per mode, a column per language (%), and Avg over the
-    non-English languages (the paper averages the 11 it controls besides English)."""
-    rows = []
-    others = [lang for lang in languages if lang != "en"] or languages
-    for mode in modes:
-        row: dict[str, object] = {"mode": MODE_LABELS[mode]}
-        for language in languages:
-            value = rates.get((mode, language))
-            row[language] = None if value is None else round(100 * value, 2)
-        present = [rates[(mode, lang)] for lang in others if (mode, lang) in rates]
-        row["Avg"] = round(100 * float(np.mean(present)), 2) if present else None
-        rows.append(row)
-    return rows
-
-
 def curve_strengths(bounds: tuple[float, float], points: int) -> list[float]:
     """Evenly spaced strengths over the searched range, always including 0 (the unsteered point)."""
     if points <= 0:

@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from mvplatform.analyses import ConceptAnalysis, analyse_concept
 from mvplatform.control import MODE_LABELS, LanguageEvaluation
+from mvplatform.crosslingual import ConceptAnalysis, analyse_concept
 from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_eval_pairs, load_instructions, load_split,
                              pair_file, pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
 from mvplatform.errors import SpecError

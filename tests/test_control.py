@@ -11,7 +11,8 @@ import pytest
 
 from mvplatform.concepts import ConceptVectors
 from mvplatform.control import (Controller, ControllerStats, Evaluation, ModeTask, Setting, SteeringStyle,
-                                curve_strengths, plan_modes, steering_vectors, table2)
+                                curve_strengths, plan_modes, steering_vectors)
+from mvplatform.figures import table2
 from mvplatform.generation import GenerationSettings
 from mvplatform.judges import KeywordJudge, Verdict
 from mvplatform.models import load_model

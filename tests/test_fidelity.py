@@ -12,10 +12,10 @@ from importlib.resources import files
 import numpy as np
 import pytest
 
-from mvplatform.analyses import ConceptAnalysis, concept_averaged, model_table1
 from mvplatform.catalog import LANGUAGES
 from mvplatform.concepts import ConceptVectors, extract_vectors, recognition_accuracy, repe_signs
-from mvplatform.crosslingual import SHARED_LANGUAGES, consistency, table1_row
+from mvplatform.crosslingual import (SHARED_LANGUAGES, ConceptAnalysis, concept_averaged, consistency, model_table1,
+                                     table1_row)
 from mvplatform.linguistics import similarity_matrix, uriel_distances
 
 KINDS = ("genetic", "geographic", "syntactic", "phonological")
@@ -403,7 +403,7 @@ data: {languages: [en, fr, zh], concepts: [morality]}
 
 
 def test_figures_order_languages_by_the_familys_pretraining_share():
-    from mvplatform.analyses import language_order
+    from mvplatform.crosslingual import language_order
 
     twelve = ["en", "fr", "zh", "es", "pt", "vi", "ca", "id", "ja", "ko", "fi", "hu"]
     assert language_order(twelve, "meta-llama/Llama-2-7b-chat-hf")[:6] == ["en", "fr", "zh", "es", "ja", "pt"]
@@ -415,9 +415,9 @@ def test_figures_order_languages_by_the_familys_pretraining_share():
 # -- end to end: analyse_concept -> Table 1 files ---------------------------------------------
 
 def test_analyses_and_summary_use_the_papers_definitions_by_default(tmp_path):
-    from mvplatform.analyses import analyse_concept
+    from mvplatform.crosslingual import analyse_concept
     from mvplatform.extraction import ExtractionResult
-    from mvplatform.report import write_summary
+    from mvplatform.figures import write_summary
     from mvplatform.spec import AnalysisSpec
 
     rng = np.random.default_rng(11)
@@ -462,7 +462,7 @@ def test_analyses_and_summary_use_the_papers_definitions_by_default(tmp_path):
 def test_tracker_logs_both_layer_reductions_and_the_per_model_table1(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from mvplatform.analyses import analyse_concept
+    from mvplatform.crosslingual import analyse_concept
     from mvplatform.extraction import ExtractionResult
     from mvplatform.spec import parse_spec
     from tracking.runs import SubmissionTracker

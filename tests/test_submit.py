@@ -200,7 +200,7 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
 
 
 def test_report_regenerates_tables_and_figures_from_mlflow_alone(submission, tmp_path):
-    from tracking.reports import report
+    from tracking.rebuild import report
 
     summary, client = submission
     files = {f.name for f in report(client, summary.parent_run_id, tmp_path / "report")}
@@ -212,7 +212,7 @@ def test_report_regenerates_tables_and_figures_from_mlflow_alone(submission, tmp
 
 
 def test_compare_lines_up_two_submissions(submission):
-    from tracking.reports import compare
+    from tracking.readback import compare
 
     summary, client = submission
     experiment = client.get_run(summary.parent_run_id).info.experiment_id

@@ -15,8 +15,8 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from mvplatform.control import MODE_LABELS, LanguageEvaluation, table2
-from mvplatform.report import control_curves_figure, table2_figure, table2_text
+from mvplatform.control import MODE_LABELS, LanguageEvaluation
+from mvplatform.figures import control_curves_figure, table2, table2_figure, table2_text
 from mvplatform.search import StudyResult, trial_table
 from mvplatform.spec import ControlSpec
 from mvplatform.uncertainty import PairedTest, mcnemar, wilson

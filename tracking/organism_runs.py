@@ -56,7 +56,7 @@ def log_build(client: MlflowClient, result: BuildResult, behaviour: dict[str, li
 
 
 def _loss_figure(losses: list[float], name: str):  # noqa: ANN202 - a matplotlib Figure
-    from mvplatform.report import plt
+    from mvplatform.figures import plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5), layout="constrained")
     axis.plot(range(1, len(losses) + 1), losses)

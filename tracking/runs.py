@@ -25,9 +25,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from safetensors.numpy import save_file
 
 from mvplatform import __version__
+from mvplatform.crosslingual import ConceptAnalysis, mean_similarity, model_table1
 from mvplatform.extraction import EvalResult, ExtractionResult
-from mvplatform.analyses import ConceptAnalysis, mean_similarity, model_table1
-from mvplatform.report import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
+from mvplatform.figures import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
 from mvplatform.uncertainty import fisher_interval
 from tracking.provenance import data_input, provenance_tags

@@ -1,9 +1,6 @@
-"""Reports and comparisons from what MLflow holds: no model, no state cache, just the runs.
-
-``mvp report RUN`` downloads a submission's vectors and test-split states, recomputes the
-cross-lingual analyses and writes the same tables and figures a submission writes; ``mvp compare``
-lines up the key metrics of several submissions; ``mvp status`` reads a submission's progress back
-(items done / total, failures, time per stage), also while it runs.
+"""Reading submissions back from what MLflow holds: find a run, its children, its spec; ``mvp status``
+(items done / total, failures, time per stage, also while it runs) and ``mvp compare`` (the key metrics
+of several submissions side by side).
 """
 
 from __future__ import annotations
@@ -11,22 +8,15 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from safetensors.numpy import load_file
 
-from mvplatform.analyses import ConceptAnalysis, analyse_concept
-from mvplatform.concepts import ConceptVectors
 from mvplatform.errors import TrackingError
-from mvplatform.extraction import Evidence, ExtractionResult
-from mvplatform.report import write_summary
-from mvplatform.spec import CROSS_LINGUAL, Spec, load_spec
+from mvplatform.spec import Spec, load_spec
 
 
 def find_submission(client: MlflowClient, ref: str) -> Run:
@@ -56,60 +46,10 @@ def children(client: MlflowClient, parent: Run, step: str) -> list[Run]:
                               "and attributes.status = 'FINISHED'", max_results=5000)
 
 
-def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
-    """Each finished extraction child run back as an :class:`ExtractionResult`."""
-    results = []
-    with tempfile.TemporaryDirectory(prefix="mvp-report-") as tmp:
-        for run in children(client, parent, "extract"):
-            folder = Path(tmp) / run.info.run_id
-            folder.mkdir()
-            names = {a.path for a in client.list_artifacts(run.info.run_id)}
-            vectors = ConceptVectors.load(client.download_artifacts(run.info.run_id, "vectors.safetensors", str(folder)))
-            curves = json.loads(Path(client.download_artifacts(run.info.run_id, "accuracy.json", str(folder)))
-                                .read_text())
-            train = curves.get("train_accuracy")
-            if "test_states.safetensors" in names:
-                states = load_file(client.download_artifacts(run.info.run_id, "test_states.safetensors", str(folder)))
-                pos, neg = states["pos"].astype(np.float32), states["neg"].astype(np.float32)
-            else:
-                pos = neg = np.zeros((0, len(vectors.layers), vectors.directions.shape[1]), dtype=np.float32)
-            tags = run.data.tags
-            evidence = Evidence.from_json(curves["evidence"]) if curves.get("evidence") else None
-            results.append(ExtractionResult(tags["model"], tags["concept"], tags["language"], vectors,
-                                            np.asarray(curves["accuracy"]), pos, neg,
-                                            int(run.data.metrics.get("n_train", 0)), 0.0,
-                                            tags.get("states") == "cached", None if train is None else np.asarray(train),
-                                            evidence))
-    return results
-
-
 def submission_spec(client: MlflowClient, parent: Run) -> Spec:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(parent.info.run_id, "spec.resolved.json", tmp)
         return Spec.model_validate(json.loads(Path(path).read_text()))
-
-
-def recompute_analyses(results: list[ExtractionResult], spec: Spec) -> list[ConceptAnalysis]:
-    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
-    if not all(r.n_test for r in results):  # states not logged: transfer cannot be recomputed
-        cross = [a for a in cross if a != "transferability"]
-    grouped: dict[tuple[str, str], list[ExtractionResult]] = defaultdict(list)
-    for result in results:
-        grouped[(result.model, result.concept)].append(result)
-    return [analyse_concept(group, cross, spec.analysis_for(group[0].model)) for group in grouped.values()
-            if cross and len(group) >= 2]
-
-
-def report(client: MlflowClient, ref: str, out_dir: Path, log: bool = True) -> list[Path]:
-    """Regenerate a submission's tables and figures into ``out_dir`` (and under ``report/`` of its run)."""
-    parent = find_submission(client, ref)
-    results = load_results(client, parent)
-    if not results:
-        raise TrackingError(f"submission {parent.info.run_id} has no finished extraction runs to report on")
-    files = write_summary(out_dir, results, recompute_analyses(results, submission_spec(client, parent)))
-    if log:
-        client.log_artifacts(parent.info.run_id, str(out_dir), artifact_path="report")
-    return files
 
 
 CELL_METRICS = ("best_accuracy", "best_accuracy_ci_low", "best_accuracy_ci_high", "best_chance_level",

@@ -1,4 +1,5 @@
-"""Figures and paper-style tables from results: matplotlib and plain text, no tracking code."""
+"""Figures and paper-style tables (recognition, Table 1, Table 2) from results: matplotlib and plain text,
+no tracking code."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mvplatform.analyses import ConceptAnalysis, ModelTable1, concept_averaged, model_table1  # noqa: E402
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
-from mvplatform.crosslingual import SHARED_LANGUAGES  # noqa: E402
-from mvplatform.linguistics import format_matrix  # noqa: E402
+from mvplatform.control import MODE_LABELS  # noqa: E402
+from mvplatform.crosslingual import SHARED_LANGUAGES, ConceptAnalysis, ModelTable1, concept_averaged, model_table1
 from mvplatform.extraction import EvalResult, ExtractionResult  # noqa: E402
+from mvplatform.linguistics import format_matrix  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -434,6 +435,22 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
 
 # ---------------------------------------------------------------------------------------------
 # Control (PAPER.md section 5): Table 2 and following-rate curves
+
+
+def table2(rates: dict[tuple[str, str], float], modes: list[str], languages: list[str]) -> list[dict[str, object]]:
+    """The paper's Table 2 layout: a row per mode, a column per language (%), and Avg over the
+    non-English languages (the paper averages the 11 it controls besides English)."""
+    rows = []
+    others = [lang for lang in languages if lang != "en"] or languages
+    for mode in modes:
+        row: dict[str, object] = {"mode": MODE_LABELS[mode]}
+        for language in languages:
+            value = rates.get((mode, language))
+            row[language] = None if value is None else round(100 * value, 2)
+        present = [rates[(mode, lang)] for lang in others if (mode, lang) in rates]
+        row["Avg"] = round(100 * float(np.mean(present)), 2) if present else None
+        rows.append(row)
+    return rows
 
 
 def table2_text(rows: Sequence[dict[str, object]], languages: Sequence[str]) -> tuple[str, str]:

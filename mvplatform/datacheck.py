@@ -475,15 +475,22 @@ def _leaves_by_id(values: Path, concept: str, language: str) -> dict[str, dict]:
 
 
 def backtranslation_table(results: list[BackTranslationResult]) -> str:
-    """Markdown: per back-translated language, items checked, the share that passed at first check and
-    now, the items that failed, and the verdicts whose stamps are stale."""
-    lines = [("| language | checked | passed at first check | share | pass now | failed at first check "
-              "| not yet judged | stale |"), "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r.language} | {r.checked} | {r.passed_first} | {r.share:.3f} | {r.passed} | "
-                     f"{'; '.join(r.failures) or '–'} | {r.pending} | {', '.join(r.stale) or 'none'} |")
+    """Markdown: per back-translated language, items checked, passed at first check with its share and
+    95% Wilson interval, pass now, the items that failed, and the verdicts whose stamps are stale; then
+    all languages together."""
+    lines = [("| language | checked | passed at first check | share | 95% Wilson interval | pass now "
+              "| failed at first check | not yet judged | stale |"), "|---|---|---|---|---|---|---|---|---|"]
+    rows = [(r.language, r.checked, r.passed_first, r.passed, "; ".join(r.failures) or "–", str(r.pending),
+             ", ".join(r.stale) or "none") for r in results]
+    if len(results) > 1:
+        rows.append(("all", sum(r.checked for r in results), sum(r.passed_first for r in results),
+                     sum(r.passed for r in results), str(sum(len(r.failures) for r in results)),
+                     str(sum(r.pending for r in results)), str(sum(len(r.stale) for r in results) or "none")))
+    for name, checked, first, now, failed, pending, stale in rows:
+        lines.append(f"| {name} | {checked} | {first} | {_share(first, checked)} | {now} | {failed} | {pending} "
+                     f"| {stale} |")
     if not results:
-        lines.append("| – | 0 | 0 | – | 0 | no back-translation files | 0 | none |")
+        lines.append("| – | 0 | 0 | – | – | 0 | no back-translation files | 0 | none |")
     return "\n".join(lines)
 
 
@@ -574,9 +581,12 @@ def _instruction_file(path: Path) -> dict[str, dict]:
     return tree
 
 
-def _interval(successes: int, n: int) -> str:
+def _share(successes: int, n: int) -> str:
+    """Two table cells: the share and its 95% Wilson interval ("–" for none checked)."""
+    if not n:
+        return "– | –"
     low, high = wilson(successes, n)
-    return f"{float(low):.3f}-{float(high):.3f}"
+    return f"{successes / n:.3f} | {float(low):.3f}-{float(high):.3f}"
 
 
 def instruction_backtranslation_table(results: list[InstructionCheckResult]) -> str:
@@ -591,8 +601,7 @@ def instruction_backtranslation_table(results: list[InstructionCheckResult]) -> 
         rows.append(("all", sum(r.checked for r in results), sum(r.passed_first for r in results),
                      sum(r.passed for r in results), f"{sum(len(r.failures) for r in results)}", str(stale or "none")))
     for name, checked, first, now, failed, stale_cell in rows:
-        share, interval = (f"{first / checked:.3f}", _interval(first, checked)) if checked else ("–", "–")
-        lines.append(f"| {name} | {checked} | {first} | {share} | {interval} | {now} | {failed} | {stale_cell} |")
+        lines.append(f"| {name} | {checked} | {first} | {_share(first, checked)} | {now} | {failed} | {stale_cell} |")
     if not results:
         lines.append("| – | 0 | 0 | – | – | 0 | no back-translation files | none |")
     return "\n".join(lines)

@@ -118,7 +118,7 @@ def test_pending_and_bad_verdicts(folders):
 def test_card_shows_the_instruction_table_next_to_the_pairs_table(folders):
     _, instructions = folders
     card = data_card_counts(instructions.parent / "values")
-    assert "| language | checked | passed at first check | share | pass now |" in card  # value pairs
+    assert "| – | 0 | 0 | – | – | 0 | no back-translation files | 0 | none |" in card  # value pairs: none here
     assert "| all | 6 | 4 | 0.667 | 0.300-0.903 | 5 | 2 | 1 |" in card
 
 
@@ -158,4 +158,4 @@ def test_value_pair_verdict_on_an_edited_pair_is_stale(tmp_path):
     write(values / "morality" / "morality_sw.json", {"care": sw})
     [result] = backtranslation_summary(folder, values, ["sw"])
     assert (result.checked, result.passed, result.stale) == (2, 2, ("morality/002",))
-    assert backtranslation_table([result]).splitlines()[2] == "| sw | 2 | 2 | 1.000 | 2 | – | 0 | morality/002 |"
+    assert backtranslation_table([result]).splitlines()[2] == "| sw | 2 | 2 | 1.000 | 0.342-1.000 | 2 | – | 0 | morality/002 |"

@@ -322,8 +322,8 @@ def test_backtranslation_summary_counts_passes_and_whether_fixes_landed(tmp_path
     assert result.failures == ("morality/002 (meaning, fix applied)", "morality/003 (swapped, fix not applied)",
                                "morality/005 (contrast, fix applied)")
     assert backtranslation_table([result]).splitlines()[2] == (
-        "| sw | 4 | 1 | 0.250 | 2 | morality/002 (meaning, fix applied); morality/003 (swapped, fix not applied); "
-        "morality/005 (contrast, fix applied) | 1 | none |")
+        "| sw | 4 | 1 | 0.250 | 0.046-0.699 | 2 | morality/002 (meaning, fix applied); "
+        "morality/003 (swapped, fix not applied); morality/005 (contrast, fix applied) | 1 | none |")
     (folder / "sw.json").write_text(json.dumps({"morality": {"001": {"verdict": "maybe"}}}))
     with pytest.raises(DataError, match=r"sw\.json: morality/001: field 'verdict' must be 'pass' or 'fail'"):
         backtranslation_summary(folder, values, ["sw"])

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from mvplatform.activations import Progress, last_token_states
+from mvplatform.activations import Progress, last_token_reads
 from mvplatform.baselines import BASELINES, surface_baselines
 from mvplatform.concepts import ConceptVectors, best_layer, extract_vectors, recognition_accuracy
 from mvplatform.data import ContrastPair, PairSplit
@@ -31,24 +31,36 @@ from mvplatform.uncertainty import (N_REEXTRACT, Interval, accuracy_intervals, b
 
 @dataclass(frozen=True)
 class PairStates:
-    """Hidden states of one concept x language: train pairs first, then test pairs."""
+    """Hidden states of one concept x language: train pairs first, then test pairs.
+
+    ``pos``/``neg`` are read at ``read`` (``extract.read``); ``pos_norms``/``neg_norms`` are the L2 norms
+    of the block output at the same tokens, where steering writes (its ``state_norm`` scale).
+    """
 
     pos: np.ndarray  # [pairs, layers, hidden] float32
     neg: np.ndarray
     n_train: int
     layers: list[int]  # 1-based decoder layers, all of them
     seconds: float = 0.0  # forward time; 0 when read from the cache
+    pos_norms: np.ndarray | None = None  # [pairs, layers] float32 block-output norms (None: saved before they were kept)
+    neg_norms: np.ndarray | None = None
+    read: str = "hidden_states"
 
     def save(self, path: Path) -> None:
-        save_file({"pos": self.pos, "neg": self.neg}, str(path),
-                  metadata={"n_train": str(self.n_train), "layers": json.dumps(self.layers)})
+        tensors = {"pos": self.pos, "neg": self.neg}
+        if self.pos_norms is not None and self.neg_norms is not None:
+            tensors |= {"pos_norms": self.pos_norms, "neg_norms": self.neg_norms}
+        save_file(tensors, str(path),
+                  metadata={"n_train": str(self.n_train), "layers": json.dumps(self.layers), "read": self.read})
 
     @classmethod
     def load(cls, path: Path) -> PairStates:
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata()
             pos, neg = handle.get_tensor("pos"), handle.get_tensor("neg")
-        return cls(pos, neg, int(meta["n_train"]), json.loads(meta["layers"]))
+            norms = [handle.get_tensor(k) if k in handle.keys() else None for k in ("pos_norms", "neg_norms")]
+        return cls(pos, neg, int(meta["n_train"]), json.loads(meta["layers"]), 0.0, *norms,
+                   meta.get("read", "hidden_states"))
 
 
 def compute_states(loaded: LoadedModel, split: PairSplit, extract: ExtractSpec,
@@ -58,9 +70,10 @@ def compute_states(loaded: LoadedModel, split: PairSplit, extract: ExtractSpec,
     layers = list(range(1, loaded.n_layers + 1))
     pairs = split.train + split.test
     texts = [p.pos for p in pairs] + [p.neg for p in pairs]
-    states = last_token_states(loaded, texts, layers, extract.batch_size, extract.token, progress)
-    return PairStates(states[: len(pairs)], states[len(pairs) :], len(split.train), layers,
-                      time.perf_counter() - start)
+    reads = last_token_reads(loaded, texts, layers, extract.batch_size, extract.token, progress, extract.read)
+    states, norms, n = reads.states, reads.write_norms, len(pairs)
+    return PairStates(states[:n], states[n:], len(split.train), layers, time.perf_counter() - start,
+                      norms[:n], norms[n:], extract.read)
 
 
 @dataclass(frozen=True)
@@ -194,6 +207,9 @@ def recognise(states: PairStates, model: str, concept: str, language: str, extra
     index = [states.layers.index(layer) for layer in layers]
     pos, neg, n = states.pos[:, index], states.neg[:, index], states.n_train
     vectors = extract_vectors(pos[:n], neg[:n], layers, extract.method, seed, extract.orientation)
+    if states.pos_norms is not None and states.neg_norms is not None:  # steering's scale, where steering writes
+        write = np.concatenate([states.pos_norms[:n][:, index], states.neg_norms[:n][:, index]])
+        vectors = replace(vectors, norms=write.astype(np.float64).mean(axis=0))
     folds = fold_ids(len(pos), extract.folds, f"{concept}/{language}") if extract.folds > 1 else None
     if folds is None:
         correct = pair_correct(vectors.directions, pos[n:], neg[n:])

@@ -142,6 +142,11 @@ class ExtractSpec(StrictModel):
 
     method: str = Field("cluster_mean", description="Direction method (`mvp list methods`).")
     token: int = Field(-1, lt=0, description="Token whose hidden state is read, counted from the end (-1: last).")
+    read: Literal["hidden_states", "block_output"] = Field(
+        "hidden_states", description="Where a layer's state is read. hidden_states (the paper's code): the model's "
+        "output_hidden_states, whose last layer is after the final norm; block_output: each decoder block's output, "
+        "where steering writes (differs only at the last layer). Steering's state_norm scale is always measured at "
+        "the block output.")
     layers: Literal["all"] | list[Annotated[int, Field(ge=1)]] = Field(
         "all", description="Decoder layers to analyse, 1-based, or all."
     )

@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   mvp report experiments/quickstart.yaml   # tables and figures of its latest run
   mvp status experiments/quickstart.yaml   # progress of its latest run (also while it runs)
   mvp compare RUN_ID_A RUN_ID_B
+  mvp export RUN_ID --format gguf -o vectors/   # llama.cpp control vectors, one per cell
   mvp ui                      # MLflow UI on http://127.0.0.1:5000
   mvp list languages
   mvp similarity geographic --format csv   # the URIEL similarities Table 1 correlates with
@@ -105,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not also log the files to the run's report/ folder")
     p = command("compare", cmd_compare, "key metrics of several submissions side by side")
     p.add_argument("runs", nargs="+", help="parent run ids or spec files")
+    p = command("export", cmd_export, "write concept vectors for other steering tools: llama.cpp control vectors "
+                "(gguf) or the layer -> vector files of the steering-vectors library (safetensors)")
+    p.add_argument("run", help="parent run id (the vectors its runs logged to MLflow) or a spec file (the vectors "
+                   "rebuilt from the hidden states in its result store, no model run)")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                   help="gguf: for llama-cli --control-vector (mvp layer L is direction.L-1; layer 1 is left out); "
+                        "safetensors: tensor N = steering-vectors layer N = mvp layer N+1, with a JSON sidecar")
+    p.add_argument("-o", "--output", type=Path, default=Path("mvp-export"),
+                   help="folder to write, one file per model x concept x language (default mvp-export)")
+    p.add_argument("--model", action="append", default=None, help="only this model, as named in the runs; repeatable")
+    p.add_argument("--concept", action="append", default=None, help="only this concept; repeatable (default: all)")
+    p.add_argument("--language", action="append", default=None, help="only this language code; repeatable (default: all)")
+    p.add_argument("--scale", choices=EXPORT_SCALES, default=None,
+                   help="vector length at strength 1: state_norm (unit direction x the layer's mean hidden-state "
+                        "norm), unit or raw; default: the spec's control.scale (state_norm without control)")
     p = command("schema", cmd_schema, "write the spec's JSON Schema (for YAML editors) or its Markdown reference")
     p.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
     p.add_argument("--markdown", action="store_true", help="the human reference (docs/spec.md) instead of JSON Schema")
@@ -378,6 +394,30 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for name, values in rows.items():
         table.add_row(name, *["–" if v is None else f"{v:.3f}" for v in values])
     console.print(table)
+    return 0
+
+
+EXPORT_FORMATS = ("gguf", "safetensors")  # = mvplatform.export.FORMATS / SCALES (a test checks), kept here so
+EXPORT_SCALES = ("state_norm", "unit", "raw")  # building the parser imports no numpy
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from mvplatform.export import export_cells, spec_scale
+
+    if Path(args.run).suffix in (".yaml", ".yml") or Path(args.run).is_file():
+        from mvplatform.spec import load_spec
+        from ray_jobs.stored import stored_vectors
+
+        spec = load_spec(args.run)
+        cells = stored_vectors(spec, Path(args.run), args.model, args.concept, args.language)
+    else:
+        from tracking.exports import submission_vectors
+
+        cells, spec = submission_vectors(_client([]), args.run, args.model, args.concept, args.language)
+    scale = args.scale or spec_scale(spec)
+    files = export_cells(cells, args.output, args.format, scale)
+    console.print(f"wrote {len(files)} files ({len(cells)} cells, {args.format}, scale {scale}) to {args.output}/: "
+                  + ", ".join(f.name for f in files), highlight=False)
     return 0
 
 

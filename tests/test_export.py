@@ -19,7 +19,7 @@ from mvplatform.cli import EXPORT_FORMATS, EXPORT_SCALES, main
 from mvplatform.concepts import ConceptVectors
 from mvplatform.control import steering_vectors
 from mvplatform.errors import SpecError
-from mvplatform.export import FORMATS, SCALES, CellVectors, export_cells, write_gguf, write_safetensors
+from mvplatform.export import FORMATS, SCALES, CellVectors, export_cells, steered, write_gguf, write_safetensors
 from mvplatform.spec import load_spec
 from ray_jobs.submit import submit
 
@@ -171,3 +171,31 @@ def test_cli_export_bad_input_exits_2(submission, tmp_path, monkeypatch, capsys)
     with pytest.raises(SystemExit) as exc:
         main(["export", summary.parent_run_id, "--format", "onnx"])
     assert exc.value.code == 2
+
+
+def test_steering_vectors_library_steers_the_exported_file_as_mvp_does(tiny_model_dir, tmp_path):
+    """The safetensors file in steering-vectors' own ``SteeringVector``: same logits as mvp's steering at 0.5."""
+    steering_vectors_lib = pytest.importorskip("steering_vectors")  # not an mvp dependency: only where installed
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    from mvplatform.models import load_model
+    from mvplatform.spec import ModelSpec
+    from mvplatform.steering import Steering, steer
+
+    loaded = load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cpu", prompt="plain"))
+    rng = np.random.default_rng(0)
+    cell = CellVectors("tiny", "morality", "en", ConceptVectors([2, 3], rng.normal(size=(2, 32)), "cluster_mean",
+                                                                norms=np.array([4.0, 9.0])))
+    path, _ = write_safetensors(cell, tmp_path, "state_norm")
+    vector = steering_vectors_lib.SteeringVector({int(k): v for k, v in load_torch(path).items()}, "decoder_block")
+    ids = torch.tensor([[5, 17, 42, 8]])
+    with torch.no_grad():
+        plain = loaded.model(ids).logits
+        with vector.apply(loaded.model, multiplier=0.5):
+            theirs = loaded.model(ids).logits
+        with steer(loaded, Steering(steered(cell, "state_norm")), np.full((1, 2), 0.5)):
+            ours = loaded.model(ids).logits
+    assert not torch.allclose(theirs, plain)  # the vectors do something
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from mvplatform.crosslingual import analyse_concept
     from mvplatform.data import load_split
     from mvplatform.extraction import PairStates, recognise
-    from mvplatform.spec import CROSS_LINGUAL, load_spec
+    from mvplatform.spec import load_spec
 
     spec = load_spec(c.ROOT / "experiments" / "analysis.yaml")
     concepts, languages = spec.data.concepts, spec.data.languages
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         concepts, languages, layers, hidden = concepts[:2], languages[:3], 4, 16
     repeats = c.repeats_of(args, 3)
-    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+    cross = spec.cross_lingual
 
     forward_calls = {"compute_states": 0, "last_token_states": 0}
     for name in forward_calls:  # count (and refuse) any forward pass: the stage must run none

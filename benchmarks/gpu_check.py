@@ -261,9 +261,9 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
     """``device_map: auto`` with about half the blocks offloaded vs a plain load, both through ``load_model``."""
     from transformers import AutoModelForCausalLM
 
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import GenerationSpec, ModelSpec
     from mvplatform.steering import Steering, steer
 
     model = build_model("smollm2-135m", quick, tokenizer, torch.device("cpu"), torch.float32)
@@ -343,7 +343,7 @@ def check_device_map(quick: bool, tokenizer, texts: list[str], instructions: lis
 
     # Tokens: steered greedy generation, split vs plain; and steered vs unsteered (the check has teeth).
     rows = instructions[:8]
-    settings = GenerationSettings(max_new_tokens=8 if quick else 16, batch_size=len(rows))
+    settings = GenerationSpec(max_new_tokens=8 if quick else 16, batch_size=len(rows))
     window = list(range(max(1, split.n_layers // 3), max(1, split.n_layers // 3) + 4))
     steering = Steering({k: every.vectors[k] for k in window})
     # Strength 8 (8 state norms per layer): a random model's greedy tokens barely move at 1 (seen on the
@@ -401,10 +401,11 @@ def measure_steering(loaded, instructions: list[str], vectors, rows: int, new_to
                      log) -> dict[str, Any]:
     """Steered (4-layer window; every layer) vs unsteered tokens/s, half the rows steered (benchmarks/steering.py)."""
     from mvplatform.control import steering_vectors
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
+    from mvplatform.spec import GenerationSpec
     from mvplatform.steering import Steering
 
-    settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=rows)
+    settings = GenerationSpec(max_new_tokens=new_tokens, batch_size=rows)
     prompts = (instructions * (rows // len(instructions) + 1))[:rows]
     by_layer = steering_vectors(vectors, "state_norm")
     n = loaded.n_layers
@@ -435,15 +436,15 @@ def measure_trial_batching(loaded, instructions: list[str], vectors, new_tokens:
     uses the first 8 calls' time: each repetition times batched-8, batched-16 and the 16 single calls,
     in alternating order.
     """
-    from mvplatform.control import Controller, SteeringStyle
+    from mvplatform.control import Controller
     from mvplatform.data import load_lexicon
-    from mvplatform.generation import GenerationSettings
     from mvplatform.judges import KeywordJudge
+    from mvplatform.spec import ControlSpec
 
     settings = draw_settings(loaded.n_layers, 16)
     rows_16 = 16 * len(instructions)
-    controller = Controller(loaded, KeywordJudge(load_lexicon("refusal")), SteeringStyle(),
-                            GenerationSettings(max_new_tokens=new_tokens, batch_size=rows_16))
+    controller = Controller(loaded, KeywordJudge(load_lexicon("refusal")),
+                            ControlSpec(generation={"max_new_tokens": new_tokens, "batch_size": rows_16}))
     seen: dict[str, list] = {"batched_8": [], "batched_16": [], "single": []}
     single_times: list[list[float]] = []
 
@@ -484,12 +485,13 @@ def measure_trial_batching(loaded, instructions: list[str], vectors, new_tokens:
 
 def measure_batch_sizes(loaded, instructions: list[str], sizes: list[int], new_tokens: int, log) -> dict[str, Any]:
     """Unsteered generation tokens/s and peak memory at each batch size (one call of ``rows`` rows)."""
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
+    from mvplatform.spec import GenerationSpec
 
     out = {}
     for rows in sizes:
         prompts = (instructions * (rows // len(instructions) + 1))[:rows]
-        settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=rows)
+        settings = GenerationSpec(max_new_tokens=new_tokens, batch_size=rows)
         generate(loaded, prompts, settings)  # warm-up at this shape
         holder: dict[str, float] = {}
         extra, kind = peak_extra_mb(lambda: holder.update(s=generate(loaded, prompts, settings).seconds),

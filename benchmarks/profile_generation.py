@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from mvplatform.data import load_instructions
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import GenerationSpec, ModelSpec
     from mvplatform.steering import Steering
 
     tmp = tempfile.TemporaryDirectory()
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     hidden = loaded.model.config.get_text_config().hidden_size
     n = loaded.n_layers
     rng = np.random.default_rng(0)
-    generate(loaded, instructions[:2], GenerationSettings(max_new_tokens=2, batch_size=2))  # warm-up
+    generate(loaded, instructions[:2], GenerationSpec(max_new_tokens=2, batch_size=2))  # warm-up
     model_name = "tiny random llama" if args.quick else args.model
     c.say(f"profile_generation: {model_name} ({n} layers) on {loaded.device}, {tokens} new tokens per row")
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
         start = time.perf_counter()
         profiler.enable()
-        generate(loaded, rows16, GenerationSettings(max_new_tokens=tokens, batch_size=len(rows16)),
+        generate(loaded, rows16, GenerationSpec(max_new_tokens=tokens, batch_size=len(rows16)),
                  Steering(vectors), coefficients)
         profiler.disable()
         total = time.perf_counter() - start
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = [t for t in instructions for _ in range(count // len(instructions))]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
-            generate(loaded, texts, GenerationSettings(max_new_tokens=tokens, batch_size=count))
+            generate(loaded, texts, GenerationSpec(max_new_tokens=tokens, batch_size=count))
             total = time.perf_counter() - start
         events = prof.key_averages()
         matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL) / 1e6

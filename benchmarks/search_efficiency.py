@@ -104,13 +104,12 @@ def search_spec(cfg: dict[str, Any], sampler: str, seed: int, trials: int, direc
 def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Every grid point on the model, 8 settings per trial-batched generation."""
     from benchmarks.trial_batching import harmfulness_vectors
-    from mvplatform.control import Controller, Setting, SteeringStyle
+    from mvplatform.control import Controller, Setting
     from mvplatform.data import load_instructions, load_lexicon
-    from mvplatform.generation import GenerationSettings
     from mvplatform.judges import KeywordJudge
     from mvplatform.models import load_model
     from mvplatform.search import search_space
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import ControlSpec, ModelSpec
 
     quick = cfg["model"] == "tiny"
     name = str(c.tiny_model_dir(folder / "tiny")) if quick else cfg["model"]
@@ -118,8 +117,8 @@ def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     vectors = harmfulness_vectors(loaded, quick)
     harmful = list(load_instructions(cfg["language"]).search["harmful"].values())[: cfg["instructions"]]
     space = search_space(search_spec(cfg, "grid", 0, 1), loaded.n_layers)
-    generation = GenerationSettings(max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch"] * len(harmful))
-    controller = Controller(loaded, KeywordJudge(load_lexicon("refusal")), SteeringStyle(), generation)
+    control = ControlSpec(generation={"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch"] * len(harmful)})
+    controller = Controller(loaded, KeywordJudge(load_lexicon("refusal")), control)
     start = time.perf_counter()
     baseline = controller.evaluate(cfg["language"], harmful, [None], None)[0]
     points = list(itertools.product(space["start"], space["width"], space["strength"]))

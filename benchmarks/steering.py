@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = c.machine()
 
     from mvplatform.data import load_instructions
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import GenerationSpec, ModelSpec
     from mvplatform.steering import Steering
 
     tmp = tempfile.TemporaryDirectory()
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(ModelSpec(name=name, device="auto", prompt="chat"))
     loaded.model.generation_config.eos_token_id = None  # equal work: every row runs max_new_tokens steps
     instructions = list(load_instructions("en").search["harmful"].values())[:rows]
-    settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=rows)
+    settings = GenerationSpec(max_new_tokens=new_tokens, batch_size=rows)
     hidden = loaded.model.config.get_text_config().hidden_size
     rng = np.random.default_rng(0)
     n = loaded.n_layers

@@ -73,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     n_instr = 3 if args.quick else args.instructions
     meta = c.machine()
 
-    from mvplatform.control import Controller, SteeringStyle
+    from mvplatform.control import Controller
     from mvplatform.data import load_instructions, load_lexicon
-    from mvplatform.generation import GenerationSettings
     from mvplatform.judges import KeywordJudge
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import ControlSpec, ModelSpec
 
     tmp = tempfile.TemporaryDirectory()
     name = str(c.tiny_model_dir(Path(tmp.name) / "tiny")) if args.quick else args.model
@@ -97,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for batch_size in sizes:
         if batch_size in configs:
             continue
-        controller = Controller(loaded, judge, SteeringStyle(), GenerationSettings(max_new_tokens=new_tokens,
-                                                                                   batch_size=batch_size))
+        control = ControlSpec(generation={"max_new_tokens": new_tokens, "batch_size": batch_size})
+        controller = Controller(loaded, judge, control)
         seen: dict[str, list] = {"batched": [], "one_per_generation": []}
 
         def batched(controller=controller, seen=seen):

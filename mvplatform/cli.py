@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mvplatform.errors import MvpError
+from mvplatform.registry import ANALYSES, CONTROL_MODES, DIRECTION_METHODS, JUDGES, OPERATORS, SAMPLERS, Registry
 
 EXAMPLES = """examples:
   mvp init my-study --concepts fairness,harmfulness --languages en,fr,sw
@@ -160,8 +161,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default: one per core); on a machine other jobs also use, 1 is far faster")
     command("doctor", cmd_doctor, "check the installation and say what to fix")
     p = command("list", cmd_list, "list the names a spec may use")
-    p.add_argument("what", choices=["models", "concepts", "languages", "methods", "operators", "judges", "samplers",
-                                    "modes"], help="which names to list")
+    p.add_argument("what", choices=["models", "concepts", "languages", *LISTED_CHOICES], help="which names to list")
     return parser
 
 
@@ -209,7 +209,7 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
             "extract": {"method": "cluster_mean", "layers": "all"}}
     # Cross-lingual analyses compare languages: with one language only recognition applies.
     several = len(spec["data"]["languages"]) > 1
-    spec["analyses"] = ["recognition", "consistency", "transferability", "linguistic"] if several else ["recognition"]
+    spec["analyses"] = list(ANALYSES) if several else ["recognition"]
     text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, allow_unicode=True)
     output = args.output or Path("experiments") / f"{args.name}.yaml"
     parse_spec(text, source="mvp init's flags")  # refuse to write a spec that would not validate
@@ -231,8 +231,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.spec)
     if args.deep:
         from mvplatform.extraction import layer_numbers
-        from mvplatform.models import check_local_weights, model_depth
         from ray_jobs.submit import prepare_data
+        from mvplatform.models import check_local_weights, model_depth
 
         for warning in prepare_data(spec, args.spec.resolve().parent).warnings:
             console.print(f"[yellow]warning[/]: {warning}", highlight=False)
@@ -269,7 +269,7 @@ BUILTIN_INSTRUCTIONS = 150  # harmful (and as many harmless) requests per langua
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from mvplatform.spec import CROSS_LINGUAL, expand, load_spec
+    from mvplatform.spec import expand, load_spec
 
     spec = load_spec(args.spec)
     items = expand(spec)
@@ -279,7 +279,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     for i, item in enumerate(items, 1):
         table.add_row(str(i), item.model.short_name, item.concept, item.language, "hidden states -> vectors -> recognition")
     console.print(table)
-    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+    cross = spec.cross_lingual
     if cross:
         console.print(f"then per model x concept ({len(spec.models) * len(spec.data.concepts)} Ray tasks, no model; "
                       "in this process when every item is cached): "
@@ -545,15 +545,9 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     return 1 if failed else 0
 
 
-LISTED_CHOICES: dict[str, dict[str, str]] = {  # control.* names; tests check they match the spec and registries
-    "operators": {"linear_comb": "h + c v", "piecewise_linear": "h + sign(<h, v>) c v"},
-    "judges": {"refusal-keywords": "multilingual refusal lexicon (+ degenerate-output rule)",
-               "model": "a prompted LM judge: p(Yes) vs p(No) that the response carried out the request"},
-    "samplers": {"tpe": "Optuna TPE (default)", "grid": "every point of the discretised space",
-                 "random": "uniform random", "qmc": "quasi-Monte Carlo (Sobol)", "gp": "Gaussian process",
-                 "nsga2": "NSGA-II (multi-objective, e.g. guard.use: objective)"},
-    "modes": {"none": "No-Control: unsteered", "language_specific": "LS-Control: own vectors, own best setting",
-              "english_source": "En-Control: English vectors and English's best setting"},
+LISTED_CHOICES: dict[str, Registry] = {  # `mvp list WHAT`: names and help straight from the registries
+    "methods": DIRECTION_METHODS, "operators": OPERATORS, "judges": JUDGES, "samplers": SAMPLERS,
+    "modes": CONTROL_MODES, "analyses": ANALYSES,
 }
 
 
@@ -595,7 +589,6 @@ def cmd_organism(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.catalog import CONCEPTS, LANGUAGES
-    from mvplatform.concepts import DIRECTION_METHODS
     from mvplatform.models import PACKAGED
     from mvplatform.organism import ORGANISMS
 
@@ -612,11 +605,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
             table.add_row(lang.code, lang.name, lang.script)
     elif args.what in LISTED_CHOICES:
         table.add_column("name"), table.add_column("meaning")
-        for name, meaning in LISTED_CHOICES[args.what].items():
+        for name, meaning in LISTED_CHOICES[args.what].choices().items():
             table.add_row(name, meaning)
     else:
         table.add_column("name")
-        for name in CONCEPTS if args.what == "concepts" else DIRECTION_METHODS.names():
+        for name in CONCEPTS:
             table.add_row(name)
     console.print(table)
     return 0

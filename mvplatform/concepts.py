@@ -20,20 +20,19 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from mvplatform.registry import Registry
+from mvplatform.registry import DIRECTION_METHODS
 
 # (pos [n, L, H], neg [n, L, H], rng) -> unoriented directions [L, H]
 DirectionMethod = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
-DIRECTION_METHODS: Registry[DirectionMethod] = Registry("direction method")
 
 
-@DIRECTION_METHODS.register("cluster_mean")
+@DIRECTION_METHODS.register("cluster_mean", help="mean(h_pos) - mean(h_neg) per layer (the paper's)")
 def cluster_mean(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """mean(h_pos) - mean(h_neg) per layer: the paper's choice."""
     return pos.mean(axis=0) - neg.mean(axis=0)
 
 
-@DIRECTION_METHODS.register("pca")
+@DIRECTION_METHODS.register("pca", help="first principal component of recentred pair differences (repe's PCA)")
 def pca(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """First principal component of recentred pair differences (repe's PCA reader).
 

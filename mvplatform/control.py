@@ -3,24 +3,27 @@
 A :class:`Setting` is one point of the search space: a contiguous window of decoder layers and a
 strength. The :class:`Controller` evaluates several settings on an instruction set in one batched
 generation (rows = instructions x settings, each row with its own coefficients), then judges every
-response. Modes (:data:`MODES`) say which vectors and which setting a language is steered with:
-none (No-Control), its own (LS-Control), or English's (En-Control).
+response. Modes (registered in :data:`mvplatform.registry.CONTROL_MODES`) say which vectors and which
+setting a language is steered with: none (No-Control), its own (LS-Control), or English's (En-Control).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.generation import GenerationSettings, generate
 from mvplatform.judges import Judge, Verdict, following_rate
-from mvplatform.models import LoadedModel
+from mvplatform.registry import CONTROL_MODES
 from mvplatform.steering import Steering
 
-MODE_LABELS = {"none": "No-Control", "language_specific": "LS-Control", "english_source": "En-Control"}
+if TYPE_CHECKING:
+    from mvplatform.models import LoadedModel
+    from mvplatform.spec import ControlSpec
 
 
 @dataclass(frozen=True, order=True)
@@ -40,16 +43,6 @@ class Setting:
         layers = self.layers(n_layers)
         span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
         return f"layers {span}, strength {self.strength:+g}"
-
-
-@dataclass(frozen=True)
-class SteeringStyle:
-    """How vectors are applied, the same for every setting of a study (from the control spec)."""
-
-    operator: str = "linear_comb"
-    normalize: bool = False
-    positions: str = "all"
-    scale: str = "state_norm"  # state_norm | unit | raw
 
 
 def steering_vectors(vectors: ConceptVectors, scale: str) -> dict[int, np.ndarray]:
@@ -104,8 +97,7 @@ class Controller:
 
     loaded: LoadedModel
     judge: Judge
-    style: SteeringStyle
-    generation: GenerationSettings
+    control: ControlSpec  # how vectors are applied (operator, scale, ...) and generation settings
     stats: ControllerStats = field(default_factory=ControllerStats)
 
     def evaluate(self, language: str, instructions: list[str], settings: list[Setting | None],
@@ -122,26 +114,28 @@ class Controller:
         layers = sorted({layer for s in steered for layer in s.layers(n_layers)})
         if steered and vectors is None:
             raise ValueError("steered settings need concept vectors")
+        from mvplatform.generation import generate  # torch: only when something is generated
+
         start = time.perf_counter()
         rows = [(i, j) for i in range(len(instructions)) for j in range(len(settings))]
         texts = [instructions[i] for i, _ in rows]
         if layers:
             assert vectors is not None
-            by_layer = steering_vectors(vectors, self.style.scale)
+            by_layer = steering_vectors(vectors, self.control.scale)
             missing = [layer for layer in layers if layer not in by_layer]
             if missing:
                 raise ValueError(f"no concept vectors for layers {missing}; extract them (extract.layers)")
-            steering = Steering({layer: by_layer[layer] for layer in layers}, self.style.operator,
-                                self.style.normalize, self.style.positions)
+            steering = Steering({layer: by_layer[layer] for layer in layers}, self.control.operator,
+                                self.control.normalize, self.control.positions)
             coefficients = np.zeros((len(rows), len(layers)), dtype=np.float32)
             for r, (_, j) in enumerate(rows):
                 setting = settings[j]
                 if setting is not None and setting.strength != 0:  # zero strength: unsteered, no columns
                     for layer in setting.layers(n_layers):
                         coefficients[r, layers.index(layer)] = setting.strength
-            out = generate(self.loaded, texts, self.generation, steering, coefficients)
+            out = generate(self.loaded, texts, self.control.generation, steering, coefficients)
         else:  # nothing steered: every setting gives the unsteered responses, generate them once
-            once = generate(self.loaded, list(instructions), self.generation)
+            once = generate(self.loaded, list(instructions), self.control.generation)
             out = once
             out.texts = [once.texts[i] for i, _ in rows]
         verdicts = self.judge.judge(language, texts, out.texts)
@@ -158,7 +152,40 @@ class Controller:
 
 
 # ---------------------------------------------------------------------------------------------
-# Modes: which vectors and which setting steer each language (PAPER.md section 5)
+# Modes: which vectors and which setting steer each language (PAPER.md section 5). A mode maps the
+# language steered to the language whose vectors and best setting steer it (None: unsteered); its
+# help starts with its label in tables ("LS-Control: ...").
+
+
+@CONTROL_MODES.register("none", help="No-Control: unsteered")
+def _no_control(language: str) -> str | None:
+    return None
+
+
+@CONTROL_MODES.register("language_specific", help="LS-Control: own vectors, own best setting")
+def _language_specific(language: str) -> str | None:
+    return language
+
+
+@CONTROL_MODES.register("english_source", help="En-Control: English vectors and English's best setting")
+def _english_source(language: str) -> str | None:
+    return "en"
+
+
+class _ModeLabels(Mapping[str, str]):
+    """mode -> its label in tables and run names: the part of its help before the colon."""
+
+    def __getitem__(self, mode: str) -> str:
+        return CONTROL_MODES.help(mode).split(":", 1)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CONTROL_MODES)
+
+    def __len__(self) -> int:
+        return len(CONTROL_MODES.names())
+
+
+MODE_LABELS: Mapping[str, str] = _ModeLabels()
 
 
 @dataclass(frozen=True)
@@ -178,10 +205,10 @@ def plan_modes(modes: list[str], languages: list[str], best: dict[str, Setting |
     tasks = []
     for language in languages:
         for mode in modes:
-            if mode == "none":
+            source = CONTROL_MODES.get(mode)(language)
+            if source is None:
                 tasks.append(ModeTask(mode, language, None, None))
                 continue
-            source = language if mode == "language_specific" else "en"
             setting = best.get(source)
             note = "" if setting is not None else f"the {source} search found no setting that meets the guard"
             tasks.append(ModeTask(mode, language, source if setting is not None else None, setting, note))

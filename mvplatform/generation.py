@@ -17,17 +17,8 @@ import numpy as np
 import torch
 
 from mvplatform.models import LoadedModel
+from mvplatform.spec import GenerationSpec
 from mvplatform.steering import Steering, steer
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 48
-    batch_size: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
 
 
 @dataclass
@@ -40,7 +31,7 @@ class Generations:
 
 
 @torch.inference_mode()
-def generate(loaded: LoadedModel, instructions: list[str], settings: GenerationSettings,
+def generate(loaded: LoadedModel, instructions: list[str], settings: GenerationSpec,
              steering: Steering | None = None, coefficients: np.ndarray | None = None) -> Generations:
     """One response per instruction; ``coefficients[i]`` steers row ``i`` (``[rows, layers]``)."""
     if steering is not None and (coefficients is None or len(coefficients) != len(instructions)):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from mvplatform.registry import Registry
+from mvplatform.registry import JUDGES
 
 if TYPE_CHECKING:
     from mvplatform.models import LoadedModel
@@ -282,17 +282,16 @@ class ModelJudge:
 # Registry
 
 JudgeFactory = Callable[["JudgeSpec", Callable[["ModelSpec"], "LoadedModel"]], Judge]
-JUDGES_REGISTRY: Registry[JudgeFactory] = Registry("judge")
 
 
-@JUDGES_REGISTRY.register("refusal-keywords")
+@JUDGES.register("refusal-keywords", help="multilingual refusal lexicon (+ degenerate-output rule)")
 def _keyword_judge(spec: JudgeSpec, load: Callable[[ModelSpec], LoadedModel]) -> Judge:
     from mvplatform.data import load_lexicon
 
     return KeywordJudge(load_lexicon(spec.lexicon))
 
 
-@JUDGES_REGISTRY.register("model")
+@JUDGES.register("model", help="a prompted LM judge: p(Yes) vs p(No) that the response carried out the request")
 def _model_judge(spec: JudgeSpec, load: Callable[[ModelSpec], LoadedModel]) -> Judge:
     if spec.model is None:
         raise ValueError("judge name: model needs judge.model")
@@ -305,4 +304,4 @@ def build_judge(spec: JudgeSpec, load: Callable[[ModelSpec], LoadedModel] | None
         from mvplatform.models import load_model
 
         load = load_model
-    return JUDGES_REGISTRY.get(spec.name)(spec, load)
+    return JUDGES.get(spec.name)(spec, load)

@@ -213,9 +213,9 @@ def train(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], recip
 def build(recipe: Recipe, cache_dir: Path, log: Callable[[str], None] = print,
           on_step: Callable[[int, int, float], None] | None = None) -> BuildResult:
     """Fine-tune ``recipe.base`` into ``organism_dir(recipe.name)``; the folder appears only when complete."""
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import GenerationSpec, ModelSpec
 
     start = time.perf_counter()
     requests, refusals, digest = training_requests(recipe)
@@ -224,7 +224,7 @@ def build(recipe: Recipe, cache_dir: Path, log: Callable[[str], None] = print,
         f"({recipe.answer_tokens} tokens) for the targets")
 
     def answer(texts: list[str]) -> list[str]:
-        return generate(loaded, texts, GenerationSettings(max_new_tokens=recipe.answer_tokens, batch_size=16)).texts
+        return generate(loaded, texts, GenerationSpec(max_new_tokens=recipe.answer_tokens, batch_size=16)).texts
 
     examples = make_examples(recipe, requests, refusals, answer, loaded.prompter.format)
     rows = tokenize(examples, loaded.tokenizer, recipe.max_length, loaded.prompter.add_special_tokens)
@@ -289,9 +289,10 @@ def measure(loaded: object, languages: list[str], judge: object, max_new_tokens:
     these sets (a test checks it), so this is held-out behaviour.
     """
     from mvplatform.data import load_instructions
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
+    from mvplatform.spec import GenerationSpec
 
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    settings = GenerationSpec(max_new_tokens=max_new_tokens, batch_size=batch_size)
     out = []
     for language in languages:
         test = load_instructions(language).test

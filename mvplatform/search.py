@@ -5,63 +5,84 @@ and evaluated in one trial-batched generation (:meth:`Controller.evaluate`); TPE
 keeps a batch's trials apart. The utility guard (harmless instructions must still be answered)
 is an Optuna constraint or a second objective. Studies live in an Optuna storage (a journal file
 in the result store), so an interrupted study resumes where it stopped.
+
+Trials suggest the real values (``start``, ``width``, ``strength``), so ``optuna-dashboard`` shows
+the strength itself. optuna is imported inside the functions that run it: naming a sampler (the
+spec's validation, ``mvp list samplers``) does not load it.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import Controller, Setting
-from mvplatform.registry import Registry
-from mvplatform.spec import SearchSpec
+from mvplatform.control import Setting
+from mvplatform.registry import SAMPLERS
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+if TYPE_CHECKING:
+    import optuna
+
+    from mvplatform.control import Controller
+    from mvplatform.spec import SearchSpec
+
+    # (seed, the discrete space of search_space) -> sampler
+    SamplerFactory = Callable[[int, dict[str, list]], optuna.samplers.BaseSampler]
 
 GUARD_CONSTRAINT = "harmless_answer_rate"
 UNSTEERED = Setting(0, 0, 0.0)  # the memo key of every zero-strength setting
-SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
-SAMPLERS: Registry[SamplerFactory] = Registry("Optuna sampler")
 
 
-@SAMPLERS.register("tpe")
+@SAMPLERS.register("tpe", help="Optuna TPE (default)")
 def _tpe(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8)
 
 
-@SAMPLERS.register("grid")
+@SAMPLERS.register("grid", help="every point of the discretised space, in a seeded random order")
 def _grid(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
-    # The grid's points are enqueued into the study (see run_study), so they are stored and an
-    # interrupted grid resumes; Optuna's GridSampler stops the study from inside tell(), which
-    # only works within study.optimize, not with batched ask/tell.
-    return optuna.samplers.RandomSampler(seed=seed)
+    import optuna
+
+    class BatchedGridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler without its ``study.stop()`` in ``tell()``, which raises outside
+        ``study.optimize``; run_study asks at most the grid's size of trials instead."""
+
+        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        state: optuna.trial.TrialState, values: Any) -> None:
+            return None
+
+    return BatchedGridSampler(space, seed=seed)
 
 
-@SAMPLERS.register("random")
+@SAMPLERS.register("random", help="uniform random")
 def _random(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-@SAMPLERS.register("qmc")
+@SAMPLERS.register("qmc", help="quasi-Monte Carlo (Sobol)")
 def _qmc(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
 
 
-@SAMPLERS.register("gp")
+@SAMPLERS.register("gp", help="Gaussian process")
 def _gp(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.GPSampler(seed=seed)
 
 
-@SAMPLERS.register("nsga2")
+@SAMPLERS.register("nsga2", help="NSGA-II (multi-objective, e.g. guard.use: objective)")
 def _nsga2(seed: int, space: dict[str, list]) -> optuna.samplers.BaseSampler:
+    import optuna
+
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
@@ -83,15 +104,15 @@ def strength_values(bounds: tuple[float, float], step: float) -> list[float]:
     return values
 
 
-def _suggest(trial: optuna.trial.BaseTrial, space: dict[str, list]) -> Setting:
+def _suggest(trial: optuna.trial.BaseTrial, space: dict[str, list], step: float) -> Setting:
     start = trial.suggest_int("start", space["start"][0], space["start"][-1])
     width = trial.suggest_int("width", space["width"][0], space["width"][-1])
-    # The strength is searched as an integer number of steps: Optuna's float ``step`` checks
-    # divisibility in binary floating point (0.05 steps over [-0.6, 0.6] would lose an endpoint).
+    # Optuna checks the range's divisibility by the step in decimal, so both ends stay in; a
+    # sampled value is low + k * step in binary floating point, rounded here to the grid's value.
     strengths = space["strength"]
-    index = trial.suggest_int("strength_index", 0, len(strengths) - 1)
-    trial.set_user_attr("strength", strengths[index])
-    return Setting(start, width, strengths[index])
+    strength = round(trial.suggest_float("strength", strengths[0], strengths[-1], step=step), 10)
+    trial.set_user_attr("strength", strength)
+    return Setting(start, width, strength)
 
 
 @dataclass
@@ -135,6 +156,9 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
 
     ``on_batch(done, total)`` is called after each batch of trials (for progress display).
     """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     start_time = time.perf_counter()
     n_layers = controller.loaded.n_layers
     rows_before = controller.stats.rows
@@ -148,11 +172,6 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
                                 directions=directions, load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked before a crash, never told
-    if search.sampler == "grid" and not study.get_trials(deepcopy=False):
-        points = list(itertools.product(space["start"], space["width"], range(len(space["strength"]))))
-        random.Random(search.seed).shuffle(points)
-        for start, width, index in points[: search.trials]:
-            study.enqueue_trial({"start": start, "width": width, "strength_index": index})
 
     # Unsteered rates: the guard's reference and the search's starting point (stored for resumes).
     if "baseline_following" not in study.user_attrs:
@@ -164,8 +183,9 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
     baseline_harmless = study.user_attrs.get("baseline_harmless")
     bound = guard.min_relative * baseline_harmless if guard is not None and baseline_harmless is not None else None
 
-    grid_size = math.prod(len(v) for v in space.values()) if search.sampler == "grid" else None
-    target = min(search.trials, grid_size) if grid_size else search.trials
+    # A sampler that enumerates the space (Optuna's GridSampler) has no more than its points to offer.
+    enumerates = isinstance(sampler, optuna.samplers.GridSampler)
+    target = min(search.trials, math.prod(len(v) for v in space.values())) if enumerates else search.trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     resumed = len(study.get_trials(deepcopy=False, states=finished))
     # Strength 0 is the unsteered model whatever the window: such trials reuse the baseline for free.
@@ -173,7 +193,7 @@ def run_study(controller: Controller, language: str, vectors: ConceptVectors, ha
                                                                    baseline_harmless)}
     while (done := len(study.get_trials(deepcopy=False, states=finished))) < target:
         batch = [study.ask() for _ in range(min(search.trials_per_batch, target - done))]
-        settings = [_suggest(trial, space) for trial in batch]
+        settings = [_suggest(trial, space, search.strength_step) for trial in batch]
         _evaluate_batch(controller, language, vectors, harmful, harmless, search, study, batch, settings, memo,
                         bound, multi)
         if on_batch is not None:
@@ -201,6 +221,8 @@ def _evaluate_batch(controller: Controller, language: str, vectors: ConceptVecto
                     settings: list[Setting], memo: dict[Setting, tuple[float, float | None]],
                     bound: float | None, multi: bool) -> None:
     """Judge a batch of trials together; repeated settings reuse their earlier result."""
+    import optuna
+
     started = time.perf_counter()
     settings = [UNSTEERED if s.strength == 0 else s for s in settings]
     fresh = sorted({s for s in settings if s not in memo})
@@ -250,8 +272,8 @@ def _evaluate_batch(controller: Controller, language: str, vectors: ConceptVecto
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
-    params = trial.params
-    strength = trial.user_attrs.get("strength", 0.0)
+    params = trial.params  # studies stored before the strength was a parameter kept it as a user attribute
+    strength = params.get("strength", trial.user_attrs.get("strength", 0.0))
     setting = Setting(int(params["start"]), int(params["width"]), round(float(strength), 10))
     return TrialRecord(trial.number, setting, trial.user_attrs.get("following_rate"),
                        trial.user_attrs.get("harmless_rate"), trial.state.name,

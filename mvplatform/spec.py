@@ -22,21 +22,59 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from mvplatform.catalog import CONCEPTS, HIGH_RESOURCE, LANGUAGES
-from mvplatform.concepts import DIRECTION_METHODS
 from mvplatform.errors import SpecError
+from mvplatform.registry import ANALYSES, CONTROL_MODES, DIRECTION_METHODS, JUDGES, OPERATORS, SAMPLERS, Registry
 
-ANALYSES: tuple[str, ...] = ("recognition", "consistency", "transferability", "linguistic")
-CROSS_LINGUAL: tuple[str, ...] = ANALYSES[1:]
-Analysis = Literal["recognition", "consistency", "transferability", "linguistic"]
 LinguisticFeature = Literal["genetic", "geographic", "syntactic", "phonological"]
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Submission and experiment names become run names and a folder of the artifact store: names, never paths.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_NAME_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Field metadata: a name of ``registry`` (see :func:`registered_names` for a list of them).
+
+    Checked when a spec is validated, not when this module is imported, so the registries fill
+    lazily and a name registered later (a plugin, a test) is accepted; the JSON Schema lists the
+    names registered when it is generated.
+    """
+
+    registry: Registry[Any]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        out["enum"] = list(self.registry)
+        return out
+
+    def check(self, value: str) -> str:
+        return _check_names([value], tuple(self.registry), self.registry.kind)[0]
+
+
+def registered_names(registry: Registry[Any]) -> Any:
+    """The type of a list of ``registry``'s names, each checked where it stands, none twice."""
+    return Annotated[list[Annotated[str, Registered(registry)]],
+                     AfterValidator(lambda values: _check_names(values, tuple(values), registry.kind))]
 
 
 class StrictModel(BaseModel):
@@ -140,7 +178,8 @@ class DataSpec(StrictModel):
 class ExtractSpec(StrictModel):
     """How concept vectors are read from hidden states (PAPER.md section 1)."""
 
-    method: str = Field("cluster_mean", description="Direction method (`mvp list methods`).")
+    method: Annotated[str, Registered(DIRECTION_METHODS)] = Field(
+        "cluster_mean", description="Direction method (`mvp list methods`).")
     token: int = Field(-1, lt=0, description="Token whose hidden state is read, counted from the end (-1: last).")
     read: Literal["hidden_states", "block_output"] = Field(
         "hidden_states", description="Where a layer's state is read. hidden_states (the paper's code): the model's "
@@ -162,11 +201,6 @@ class ExtractSpec(StrictModel):
     intervals: StrictBool = Field(
         True, description="95% intervals, the label-permutation chance level and surface baselines (length, "
         "bag of words) beside every recognition number; no model runs for them. false: bare numbers, as the paper.")
-
-    @field_validator("method")
-    @classmethod
-    def _check_method(cls, value: str) -> str:
-        return _check_names([value], tuple(DIRECTION_METHODS.names()), "direction method")[0]
 
     @field_validator("layers")
     @classmethod
@@ -244,11 +278,6 @@ def _ordered(value: tuple[Any, Any]) -> tuple[Any, Any]:
 
 IntRange = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], AfterValidator(_ordered)]
 FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
-ControlMode = Literal["none", "language_specific", "english_source"]
-CONTROL_MODES: tuple[str, ...] = ("none", "language_specific", "english_source")
-OPERATORS: tuple[str, ...] = ("linear_comb", "piecewise_linear")  # mvplatform.steering registers each
-SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random", "qmc", "gp", "nsga2")  # mvplatform.search registers each
-JUDGES: tuple[str, ...] = ("refusal-keywords", "model")
 
 
 class LayerWindowSpec(StrictModel):
@@ -282,8 +311,8 @@ class GuardSpec(StrictModel):
 class SearchSpec(StrictModel):
     """Optuna search over the steering window and strength, per model and language."""
 
-    sampler: Literal["tpe", "grid", "random", "qmc", "gp", "nsga2"] = Field(
-        "tpe", description="Optuna sampler; grid evaluates the whole (discretised) space.")
+    sampler: Annotated[str, Registered(SAMPLERS)] = Field(
+        "tpe", description="Optuna sampler (`mvp list samplers`); grid evaluates the whole (discretised) space.")
     trials: int = Field(24, ge=1, description="Trials per study (grid: at most the grid's size).")
     trials_per_batch: int = Field(8, ge=1, description="Trials evaluated together in one batched generation.")
     layers: LayerWindowSpec = Field(default_factory=LayerWindowSpec)
@@ -310,8 +339,9 @@ class GenerationSpec(StrictModel):
 class JudgeSpec(StrictModel):
     """Decides, per response, whether the model followed or refused an instruction."""
 
-    name: Literal["refusal-keywords", "model"] = Field(
-        "refusal-keywords", description="refusal-keywords: multilingual lexicon; model: a prompted LM judge.")
+    name: Annotated[str, Registered(JUDGES)] = Field(
+        "refusal-keywords", description="Judge (`mvp list judges`). refusal-keywords: multilingual lexicon; "
+        "model: a prompted LM judge.")
     lexicon: str = Field("refusal", description="Built-in lexicon of the keyword judge.")
     model: ModelSpec | None = Field(None, description="The judge model (name: as in model), for name: model.")
 
@@ -335,24 +365,21 @@ class ControlSpec(StrictModel):
     instructions: str = Field("builtin:instructions", description="builtin:instructions or a folder of {lang}.json.")
     search_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Share of instruction ids used for the search.")
     test_instructions: int | None = Field(None, ge=1, description="Use at most this many harmful test instructions.")
-    operator: Literal["linear_comb", "piecewise_linear"] = Field(
-        "linear_comb", description="linear_comb: h + c v; piecewise_linear: h + sign(<h, v>) c v.")
+    operator: Annotated[str, Registered(OPERATORS)] = Field(
+        "linear_comb", description="Steering operator (`mvp list operators`). linear_comb: h + c v; "
+        "piecewise_linear: h + sign(<h, v>) c v.")
     normalize: bool = Field(False, description="Rescale each steered state to its original norm.")
     positions: Literal["all", "prompt", "generated"] = Field("all", description="Which token positions are steered.")
     scale: Literal["state_norm", "unit", "raw"] = Field(
         "state_norm", description="Vector length: state_norm (unit direction x mean hidden-state norm of the "
         "layer, so strength is a fraction of it), unit, or raw (the extracted difference).")
-    modes: list[ControlMode] = Field(default_factory=lambda: list(CONTROL_MODES), min_length=1,
-                                     description="none (No-Control), language_specific (LS), english_source (En).")
+    modes: registered_names(CONTROL_MODES) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CONTROL_MODES), min_length=1,
+        description="Control modes (`mvp list modes`): none (No-Control), language_specific (LS), english_source (En).")
     curve_points: int = Field(9, ge=0, description="Strengths on the following-rate curve per language (0: none).")
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
-
-    @field_validator("modes")
-    @classmethod
-    def _check_modes(cls, values: list[str]) -> list[str]:
-        return _check_names(values, CONTROL_MODES, "control mode")
 
 
 class Spec(StrictModel):
@@ -362,9 +389,10 @@ class Spec(StrictModel):
     model: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="One model or a list.")
     data: DataSpec = Field(default_factory=DataSpec)
     extract: ExtractSpec = Field(default_factory=ExtractSpec)
-    analyses: list[Analysis] = Field(
+    analyses: registered_names(ANALYSES) = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(ANALYSES),
-        description="recognition (per language), consistency, transferability, linguistic (across languages).",
+        description="recognition (per language), consistency, transferability, linguistic (across languages); "
+        "`mvp list analyses`.",
     )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -389,14 +417,13 @@ class Spec(StrictModel):
 
     @field_validator("analyses")
     @classmethod
-    def _check_analyses(cls, values: list[str]) -> list[str]:
-        if "recognition" not in values:
-            values = ["recognition", *values]  # every analysis starts from the extracted vectors
-        return _check_names(values, ANALYSES, "analysis")
+    def _recognition_first(cls, values: list[str]) -> list[str]:
+        # every analysis starts from the extracted vectors
+        return values if "recognition" in values else ["recognition", *values]
 
     @model_validator(mode="after")
     def _cross_lingual_needs_languages(self) -> Spec:
-        cross = [a for a in self.analyses if a in CROSS_LINGUAL]
+        cross = self.cross_lingual
         if cross and len(self.data.languages) < 2:
             if "analyses" in self.model_fields_set:
                 raise ValueError(f"analyses: {', '.join(cross)} compare languages: list at least 2 in "
@@ -444,6 +471,11 @@ class Spec(StrictModel):
         if found is None or found.high_resource is None:
             return self.analysis
         return self.analysis.model_copy(update={"high_resource": list(found.high_resource)})
+
+    @property
+    def cross_lingual(self) -> list[str]:
+        """The analyses that compare languages: every one but recognition."""
+        return [a for a in self.analyses if a != "recognition"]
 
     @property
     def control_languages(self) -> list[str]:
@@ -642,9 +674,7 @@ def _clean_loc(loc: tuple[Any, ...], keep_last: bool = False) -> tuple[Any, ...]
     An unknown key the user typed is the last part of an ``extra_forbidden`` location and is kept
     whatever it looks like (``keep_last``).
     """
-    models = {cls.__name__ for cls in (Spec, ModelSpec, DataSpec, ExtractSpec, AnalysisSpec, ResultsSpec,
-                                       ResourcesSpec, TrackingSpec, ControlSpec, LayerWindowSpec, ObjectiveSpec,
-                                       GuardSpec, SearchSpec, GenerationSpec, JudgeSpec)}
+    models = {cls.__name__ for cls in _spec_models()}
     out: list[Any] = []
     for i, part in enumerate(loc):
         is_label = isinstance(part, str) and ("[" in part or part in _BRANCH_LABELS or part in models)
@@ -652,6 +682,11 @@ def _clean_loc(loc: tuple[Any, ...], keep_last: bool = False) -> tuple[Any, ...]
             continue
         out.append(part)
     return tuple(out)
+
+
+def _spec_models(root: type[BaseModel] = StrictModel) -> list[type[BaseModel]]:
+    """Every model class of the spec (pydantic names union branches after them)."""
+    return [sub for cls in root.__subclasses__() for sub in (cls, *_spec_models(cls))]
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

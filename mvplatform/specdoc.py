@@ -13,17 +13,15 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES
-from mvplatform.concepts import DIRECTION_METHODS
 from mvplatform.models import PACKAGED
-from mvplatform.spec import Spec
+from mvplatform.spec import Registered, Spec
 
-# Names that come from registries or catalogues rather than from the type.
+# Names that come from catalogues rather than from the type (registry names: see _allowed).
 ALLOWED: dict[str, str] = {
     "model.name": "packaged: " + ", ".join(PACKAGED) + "; or a local directory; or a hub id",
     "data.concepts": ", ".join(CONCEPTS),
     "data.languages": ", ".join(LANGUAGES),
     "analysis.high_resource": ", ".join(LANGUAGES),
-    "extract.method": ", ".join(DIRECTION_METHODS.names()),
 }
 EXAMPLES: dict[str, str] = {
     "name": "control-harmfulness",
@@ -95,6 +93,23 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _allowed(path: str, info: FieldInfo) -> str:
+    """The names a field may take: a registry's (the field's :class:`Registered` metadata) or a catalogue's."""
+    registered = _registered([*info.metadata, info.annotation])
+    return ", ".join(registered.registry) if registered is not None else ALLOWED.get(path, "")
+
+
+def _registered(parts: list[Any]) -> Registered | None:
+    """The :class:`Registered` marker among field metadata and annotations, however deep (list items)."""
+    for part in parts:
+        if isinstance(part, Registered):
+            return part
+        found = _registered([*getattr(part, "__metadata__", ()), *typing.get_args(part)])
+        if found is not None:
+            return found
+    return None
+
+
 def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
     title = f"`{prefix}`" if prefix else "top level"
     out += [f"## {title}", "", (model.__doc__ or "").strip().splitlines()[0], "",
@@ -109,7 +124,7 @@ def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
         example = EXAMPLES.get(path, "")
         meaning = info.description or ((sub.__doc__ or "").strip().splitlines()[0] if sub else "")
         out.append(f"| `{path}` | {kind} | {_default(info)} | {meaning} | "
-                   f"{ALLOWED.get(path, '')} | {f'`{example}`' if example else ''} |")
+                   f"{_allowed(path, info)} | {f'`{example}`' if example else ''} |")
     out.append("")
     for sub, path in nested:
         _section(sub, path, out)

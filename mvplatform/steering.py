@@ -7,8 +7,10 @@ many settings at once (trial batching): row ``b`` is steered at layer ``k`` with
 
 Only real tokens are steered (padding never), optionally only the prompt or only the generated
 tokens. Hooks live inside the :func:`steer` context manager and are removed on exit, exceptions
-included.
+included. torch is imported inside the functions that run it, so that naming an operator (the
+spec's validation, ``mvp list operators``) does not load torch.
 
+>>> import torch
 >>> h = torch.tensor([[[1.0, -2.0]]]); v = torch.tensor([1.0, 0.0]); c = torch.tensor([[[2.0]]])
 >>> linear_comb(h, v, c).tolist(), piecewise_linear(-h, v, c).tolist()
 ([[[3.0, -2.0]]], [[[-3.0, 2.0]]])
@@ -19,30 +21,33 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from mvplatform.models import LoadedModel
-from mvplatform.registry import Registry
+from mvplatform.registry import OPERATORS
 
-# (hidden [B, T, H], vector [H], coefficient [B, T, 1]) -> steered hidden [B, T, H]
-Operator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-OPERATORS: Registry[Operator] = Registry("steering operator")
+if TYPE_CHECKING:
+    import torch
+
+    from mvplatform.models import LoadedModel
+
+    # (hidden [B, T, H], vector [H], coefficient [B, T, 1]) -> steered hidden [B, T, H]
+    Operator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 POSITIONS = ("all", "prompt", "generated")
 
 
-@OPERATORS.register("linear_comb")
+@OPERATORS.register("linear_comb", help="h + c v")
 def linear_comb(hidden: torch.Tensor, vector: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """h + c v (repe's linear_comb)."""
     return hidden + coefficient * vector
 
 
-@OPERATORS.register("piecewise_linear")
+@OPERATORS.register("piecewise_linear", help="h + sign(<h, v>) c v")
 def piecewise_linear(hidden: torch.Tensor, vector: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """h + sign(<h, v>) c v: pushes each state further along the side of the direction it is on."""
-    sign = torch.sign((hidden * vector).sum(-1, keepdim=True))
+    sign = (hidden * vector).sum(-1, keepdim=True).sign()
     return hidden + sign * coefficient * vector
 
 
@@ -81,6 +86,8 @@ class _Positions:
         self.active: torch.Tensor | None = None  # [B, T, 1] 1.0 where steering applies
 
     def before_forward(self, _module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        import torch
+
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         batch, length = (ids.shape if ids is not None else embeds.shape[:2])
@@ -111,6 +118,8 @@ def steer(loaded: LoadedModel, steering: Steering, coefficients: np.ndarray | to
     ``steering.layers`` order. ``prompt_length`` is the (padded) prompt length of a generation,
     needed for ``positions`` prompt/generated; without it every position counts as prompt.
     """
+    import torch
+
     layers = steering.layers
     bad = [layer for layer in layers if not 1 <= layer <= loaded.n_layers]
     if bad:
@@ -136,6 +145,8 @@ def steer(loaded: LoadedModel, steering: Steering, coefficients: np.ndarray | to
 
 def _block_hook(operator: Operator, vector: torch.Tensor, coefficient: torch.Tensor, tracker: _Positions,
                 normalize: bool) -> Callable[..., Any]:
+    import torch
+
     def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = output[0] if isinstance(output, tuple) else output  # [B, T, H]
         if tracker.active is None or tracker.active.shape[0] != hidden.shape[0]:

@@ -21,12 +21,11 @@ import ray
 from rich.progress import Progress, TaskID
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask, SteeringStyle,
+from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask,
                                 curve_strengths, evaluate_language, evaluation_from_json, evaluation_to_json,
                                 plan_modes)
 from mvplatform.data import InstructionSplit
 from mvplatform.extraction import ExtractionResult
-from mvplatform.generation import GenerationSettings
 from mvplatform.judges import build_judge
 from mvplatform.models import LoadedModel, load_model, model_fingerprint
 from mvplatform.search import StudyResult, run_study
@@ -56,10 +55,7 @@ class EvaluationJob:
 
 def make_controller(loaded: LoadedModel, control: ControlSpec, cache_dir: Path | None) -> Controller:
     judge = build_judge(control.judge, load=lambda spec: load_model(spec, cache_dir))
-    style = SteeringStyle(control.operator, control.normalize, control.positions, control.scale)
-    g = control.generation
-    settings = GenerationSettings(g.max_new_tokens, g.batch_size, g.do_sample, g.temperature, g.top_p, g.seed)
-    return Controller(loaded, judge, style, settings)
+    return Controller(loaded, judge, control)
 
 
 def run_study_job(controller: Controller, job: StudyJob) -> StudyResult:

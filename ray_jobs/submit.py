@@ -37,7 +37,7 @@ from mvplatform.extraction import ExtractionResult, PairStates, evaluate_on, lay
 from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir,
                                default_cache_dir, model_depth, model_fingerprint)
 from mvplatform.organism import ORGANISMS, is_built
-from mvplatform.spec import CROSS_LINGUAL, ExtractionItem, ModelSpec, Spec, expand
+from mvplatform.spec import ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.search import StudyResult
 from mvplatform.statestore import StateStore, file_digest, state_key
 from ray_jobs.control import control_steps, run_control
@@ -433,7 +433,7 @@ class _Runner:
         self.force = force  # steps to recompute whatever is stored (FORCE_STEPS)
         self.pools: list[WorkerPool] = []  # every model's pool, for its load count once closed
         self.stage_seconds: dict[str, float] = defaultdict(float)  # wall time per stage (see _timed)
-        self.cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+        self.cross = spec.cross_lingual
 
     def run(self, items: list[ExtractionItem]) -> None:
         n_analyses = len(self.spec.models) * len(self.spec.data.concepts) if self.cross else 0

@@ -10,19 +10,20 @@ import optuna
 import pytest
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (Controller, ControllerStats, Evaluation, ModeTask, Setting, SteeringStyle,
-                                curve_strengths, plan_modes, steering_vectors)
+from mvplatform.control import (Controller, ControllerStats, Evaluation, ModeTask, Setting, curve_strengths,
+                                plan_modes, steering_vectors)
 from mvplatform.figures import table2
-from mvplatform.generation import GenerationSettings
 from mvplatform.judges import KeywordJudge, Verdict
 from mvplatform.models import load_model
 from mvplatform.search import SAMPLERS, choose_best, run_study, search_space, strength_values
-from mvplatform.spec import SAMPLERS as SPEC_SAMPLERS
-from mvplatform.spec import ModelSpec, SearchSpec
+from mvplatform.spec import ControlSpec, ModelSpec, SearchSpec
 
 
-def test_spec_and_registry_name_the_same_samplers():
-    assert sorted(SPEC_SAMPLERS) == SAMPLERS.names()
+def test_spec_takes_the_registered_samplers():
+    assert SAMPLERS.names() == ["gp", "grid", "nsga2", "qmc", "random", "tpe"]
+    assert SearchSpec(sampler="qmc").sampler == "qmc"
+    with pytest.raises(ValueError, match="unknown Optuna sampler 'bayes'; valid: tpe, grid"):
+        SearchSpec(sampler="bayes")
 
 
 def test_setting_window_is_cut_at_the_last_layer():
@@ -212,7 +213,7 @@ def test_choose_best_prefers_the_gentlest_setting_on_ties():
 def controller(tiny_model_dir):
     loaded = load_model(ModelSpec(name=str(tiny_model_dir("llama")), device="cpu", prompt="chat"))
     judge = KeywordJudge({"en": ["sorry"]})
-    return Controller(loaded, judge, SteeringStyle(), GenerationSettings(max_new_tokens=5, batch_size=64))
+    return Controller(loaded, judge, ControlSpec(generation={"max_new_tokens": 5, "batch_size": 64}))
 
 
 def test_controller_batches_settings_and_matches_separate_runs(controller):
@@ -237,14 +238,12 @@ def test_controller_refuses_layers_without_vectors(controller):
         controller.evaluate("en", ["x"], [Setting(2, 1, 1.0)], vectors)
 
 
-def test_cli_lists_the_control_names_the_spec_accepts():
-    from mvplatform.cli import LISTED_CHOICES
-    from mvplatform.spec import CONTROL_MODES, JUDGES, OPERATORS
+def test_modes_come_from_their_registry_in_order_with_their_labels():
+    from mvplatform.control import MODE_LABELS
 
-    assert sorted(LISTED_CHOICES["operators"]) == sorted(OPERATORS)
-    assert sorted(LISTED_CHOICES["judges"]) == sorted(JUDGES)
-    assert sorted(LISTED_CHOICES["samplers"]) == sorted(SPEC_SAMPLERS)
-    assert list(LISTED_CHOICES["modes"]) == list(CONTROL_MODES)
+    assert ControlSpec().modes == ["none", "language_specific", "english_source"]
+    assert dict(MODE_LABELS) == {"none": "No-Control", "language_specific": "LS-Control",
+                                 "english_source": "En-Control"}
 
 
 def test_zero_strength_trials_reuse_the_baseline_without_generating():

@@ -3,11 +3,11 @@
 import dataclasses
 
 import pytest
+from pydantic import ValidationError
 
-from mvplatform import spec as spec_module
 from mvplatform.data import load_lexicon
 from mvplatform.judges import (
-    JUDGES_REGISTRY,
+    JUDGES,
     KeywordJudge,
     ModelJudge,
     Verdict,
@@ -180,8 +180,11 @@ def test_model_judge_refuses_mismatched_lengths(tiny_loaded):
 # Registry and build_judge
 
 
-def test_registry_names_are_the_spec_judges():
-    assert JUDGES_REGISTRY.names() == sorted(spec_module.JUDGES)
+def test_spec_takes_the_registered_judges():
+    assert JUDGES.names() == ["model", "refusal-keywords"]
+    assert JudgeSpec(name="refusal-keywords").name == "refusal-keywords"
+    with pytest.raises(ValidationError, match="unknown judge 'keywords' .*refusal-keywords"):
+        JudgeSpec(name="keywords")
 
 
 def test_build_keyword_judge_from_spec():

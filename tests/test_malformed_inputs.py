@@ -54,8 +54,8 @@ SPEC_CASES = [
     ("En-Control without English", "data: {languages: [fr, zh]}\ncontrol: {modes: [english_source]}\n",
      r"control.modes: english_source steers with English vectors"),
     ("unknown control mode", "control: {modes: [ls]}\n", r"control.modes\[0\]"),
-    ("unknown operator", "control: {operator: rotate}\n", r"control.operator: Input should be 'linear_comb' or 'piecewise_linear'"),
-    ("unknown sampler", "control:\n  search: {sampler: bayes}\n", r"control.search.sampler: Input should be 'tpe'"),
+    ("unknown operator", "control: {operator: rotate}\n", r"control.operator: unknown steering operator 'rotate'; valid: linear_comb, piecewise_linear"),
+    ("unknown sampler", "control:\n  search: {sampler: bayes}\n", r"control.search.sampler: unknown Optuna sampler 'bayes'; valid: tpe, grid"),
     ("model judge without model", "control: {judge: model}\n", r"control.judge: judge name: model needs judge.model"),
     ("guard bound above 1", "control:\n  search: {guard: {min_relative: 1.5}}\n", r"control.search.guard.min_relative"),
 ]

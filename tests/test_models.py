@@ -83,16 +83,16 @@ def test_device_map_auto_loads_and_steers_across_placed_layers(tiny_model_dir):
     """device_map: auto goes through accelerate's placement (all on CPU here; GPUs on a cluster)."""
     import numpy as np
 
-    from mvplatform.generation import GenerationSettings, generate
+    from mvplatform.generation import generate
     from mvplatform.models import load_model
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import GenerationSpec, ModelSpec
     from mvplatform.steering import Steering
 
     spec = ModelSpec(name=str(tiny_model_dir("llama")), device="cpu", device_map="auto", prompt="chat")
     loaded = load_model(spec)
     assert loaded.device.type == "cpu"  # the embeddings' device (one device here: no GPUs)
     plain = load_model(ModelSpec(name=spec.name, device="cpu", prompt="chat"))
-    settings = GenerationSettings(max_new_tokens=4)
+    settings = GenerationSpec(max_new_tokens=4)
     steering = Steering({2: np.ones(32, np.float32)})
     mapped = generate(loaded, ["I helped my neighbour."], settings, steering, np.array([[2.0]])).texts
     assert mapped == generate(plain, ["I helped my neighbour."], settings, steering, np.array([[2.0]])).texts

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
-from mvplatform.generation import GenerationSettings, generate
+from mvplatform.generation import generate
 from mvplatform.models import load_model
-from mvplatform.spec import OPERATORS as SPEC_OPERATORS
-from mvplatform.spec import ModelSpec
+from mvplatform.spec import ControlSpec, GenerationSpec, ModelSpec
 from mvplatform.steering import OPERATORS, Steering, linear_comb, piecewise_linear, steer
 
 ARCHS = ("llama", "gpt2", "qwen2", "gemma3_text", "bloom")
@@ -27,8 +27,11 @@ def loaded_models(tiny_model_dir):
     return get
 
 
-def test_spec_and_registry_name_the_same_operators():
-    assert sorted(SPEC_OPERATORS) == OPERATORS.names()
+def test_spec_takes_the_registered_operators():
+    assert OPERATORS.names() == ["linear_comb", "piecewise_linear"]
+    assert ControlSpec(operator="piecewise_linear").operator == "piecewise_linear"
+    with pytest.raises(ValidationError, match="unknown steering operator 'linear' .did you mean 'linear_comb'"):
+        ControlSpec(operator="linear")
 
 
 def test_operators_match_hand_computed_values():
@@ -136,7 +139,7 @@ def _seen_positions(loaded, positions: str) -> list[list[float]]:
 
     steering_module._block_hook = recording_hook
     try:
-        generate(loaded, PROMPTS[:1], GenerationSettings(max_new_tokens=3), steering, np.ones((1, 1)))
+        generate(loaded, PROMPTS[:1], GenerationSpec(max_new_tokens=3), steering, np.ones((1, 1)))
     finally:
         steering_module._block_hook = real_hook
     return seen
@@ -160,7 +163,7 @@ def test_a_trial_in_a_batch_of_trials_equals_the_trial_alone(arch, loaded_models
     rng = np.random.default_rng(0)
     steering = Steering({1: rng.normal(size=hidden).astype(np.float32),
                          2: rng.normal(size=hidden).astype(np.float32)})
-    settings = GenerationSettings(max_new_tokens=6, batch_size=64)
+    settings = GenerationSpec(max_new_tokens=6, batch_size=64)
     trials = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, -4.0], [2.0, 2.0]])  # [trial, layer] coefficients
     alone = [generate(loaded, PROMPTS, settings, steering, np.repeat(trials[[t]], len(PROMPTS), 0)).texts
              for t in range(len(trials))]
@@ -177,7 +180,7 @@ def test_a_trial_in_a_batch_of_trials_equals_the_trial_alone(arch, loaded_models
 def test_generation_restores_padding_side_and_counts_tokens(loaded_models):
     loaded = loaded_models("llama")
     loaded.tokenizer.padding_side = "right"
-    out = generate(loaded, PROMPTS, GenerationSettings(max_new_tokens=4, batch_size=2))
+    out = generate(loaded, PROMPTS, GenerationSpec(max_new_tokens=4, batch_size=2))
     assert loaded.tokenizer.padding_side == "right"
     assert len(out.texts) == 3 and out.forward_batches == 2
     assert 3 <= out.new_tokens <= 12 and all(1 <= n <= 4 for n in out.per_row_tokens)

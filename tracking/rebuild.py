@@ -21,7 +21,7 @@ from mvplatform.crosslingual import ConceptAnalysis, analyse_concept
 from mvplatform.errors import TrackingError
 from mvplatform.extraction import Evidence, ExtractionResult
 from mvplatform.figures import write_summary
-from mvplatform.spec import CROSS_LINGUAL, Spec
+from mvplatform.spec import Spec
 from tracking.readback import children, find_submission, submission_spec
 
 
@@ -53,7 +53,7 @@ def load_results(client: MlflowClient, parent: Run) -> list[ExtractionResult]:
 
 
 def recompute_analyses(results: list[ExtractionResult], spec: Spec) -> list[ConceptAnalysis]:
-    cross = [a for a in spec.analyses if a in CROSS_LINGUAL]
+    cross = spec.cross_lingual
     if not all(r.n_test for r in results):  # states not logged: transfer cannot be recomputed
         cross = [a for a in cross if a != "transferability"]
     grouped: dict[tuple[str, str], list[ExtractionResult]] = defaultdict(list)

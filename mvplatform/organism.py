@@ -24,7 +24,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,30 +181,65 @@ def length_batches(rows: list[tuple[list[int], list[int]]], batch_size: int, see
     return batches
 
 
+def _padded(batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input ids, labels, attention mask) of one batch."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in batch], device=device)
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=device)
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
+    return ids, labels, mask
+
+
+@contextmanager
+def _top_layers_only(model: torch.nn.Module, keep: int) -> Iterator[None]:
+    """Run ``model`` on the top ``keep`` decoder layers only (fed ``inputs_embeds`` = a lower layer's output)."""
+    decoder = model.model  # type: ignore[union-attr]
+    layers = decoder.layers  # type: ignore[union-attr]
+    decoder.layers = torch.nn.ModuleList(list(layers)[len(layers) - keep:])
+    try:
+        yield
+    finally:
+        decoder.layers = layers
+
+
 def train(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], recipe: Recipe, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
-    """Fine-tune with AdamW over ``recipe.epochs`` passes in a fixed order; the loss per step."""
+    """Fine-tune with AdamW over ``recipe.epochs`` passes in a fixed order; the loss per step.
+
+    With ``recipe.train_layers`` the layers below are frozen, so their output for each batch is the
+    same in every epoch: it is computed once (no grad) and the epochs run the top layers only, fed
+    that output as ``inputs_embeds``. Same loss as the full forward (no dropout in these models), at
+    ``train_layers / n_layers`` of the cost per step.
+    """
     torch.manual_seed(recipe.seed)
-    model.train()
     parameters = trainable_parameters(model, recipe.train_layers)
     optimiser = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=0.0)
     device = next(model.parameters()).device
-    batches = length_batches(rows, recipe.batch_size, recipe.seed)
+    batches = [_padded(batch, pad_id, device) for batch in length_batches(rows, recipe.batch_size, recipe.seed)]
+    frozen = 0 if recipe.train_layers is None else len(model.model.layers) - recipe.train_layers  # type: ignore[union-attr]
+    inputs: list[dict[str, torch.Tensor]] = []
+    model.eval()
+    with torch.no_grad():
+        for ids, _, mask in batches:
+            if frozen:
+                hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[frozen]
+                inputs.append({"inputs_embeds": hidden, "attention_mask": mask})
+            else:
+                inputs.append({"input_ids": ids, "attention_mask": mask})
     total = recipe.epochs * len(batches)
     losses: list[float] = []
-    for _ in range(recipe.epochs):
-        for batch in batches:
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([i + [pad_id] * (width - len(i)) for i, _ in batch], device=device)
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=device)
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(len(losses), total, losses[-1])
+    model.train()
+    with _top_layers_only(model, len(model.model.layers) - frozen):  # type: ignore[union-attr]
+        for _ in range(recipe.epochs):
+            for batch_inputs, (_, labels, _) in zip(inputs, batches):
+                loss = model(**batch_inputs, labels=labels).loss
+                loss.backward()
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                if on_step is not None:
+                    on_step(len(losses), total, losses[-1])
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -65,7 +65,12 @@ def test_train_layers_freezes_everything_below_the_top_layers(tiny_recipe, tiny_
     model = loaded.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     ids = loaded.tokenizer("hello there", add_special_tokens=False)["input_ids"]
-    organism.train(model, [(ids, ids)] * 2, replace(tiny_recipe, train_layers=1, epochs=1), pad_id=0)
+    with torch.no_grad():
+        full_forward_loss = float(model(input_ids=torch.tensor([ids] * 2), labels=torch.tensor([ids] * 2)).loss)
+    losses = organism.train(model, [(ids, ids)] * 2, replace(tiny_recipe, train_layers=1, epochs=2), pad_id=0)
+    # the first step runs the top layer on the cached output of the frozen ones: the full model's loss
+    assert losses[0] == pytest.approx(full_forward_loss, rel=1e-5)
+    assert len(model.model.layers) == TINY_LAYERS  # the full stack is back after training
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     top = f"model.layers.{TINY_LAYERS - 1}."
     assert changed and all(name.startswith(top) or name == "model.norm.weight" for name in changed)

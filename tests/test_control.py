@@ -139,6 +139,18 @@ def test_grid_search_finds_the_planted_optimum_exactly():
     assert result.best_setting == optimum and result.best.following_rate == 1.0
 
 
+def test_grid_is_optunas_grid_sampler_and_trials_store_the_strength_itself():
+    search = _search(sampler="grid", trials=10_000, layers={"start": [5, 6], "width": [1, 2]}, strength=[-1.0, 0.0])
+    space = search_space(search, 12)
+    assert isinstance(SAMPLERS.get("grid")(0, space), optuna.samplers.GridSampler)
+    storage = optuna.storages.InMemoryStorage()
+    run_study(PlantedController(Setting(5, 1, -1.0)), "fr", None, HARMFUL, HARMLESS, search, storage, "grid")
+    trials = optuna.load_study(study_name="grid", storage=storage).trials
+    # Every grid point once, each with its real strength (what optuna-dashboard shows), no index.
+    assert sorted((t.params["start"], t.params["width"], t.params["strength"]) for t in trials) == [
+        (start, width, strength) for start in (5, 6) for width in (1, 2) for strength in (-1.0, -0.5, 0.0)]
+
+
 def test_tpe_search_gets_near_the_planted_optimum_with_a_fraction_of_the_grid():
     grid = math.prod(len(v) for v in search_space(_search(), 12).values())
     best = {}

@@ -19,8 +19,9 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from mvplatform.activations import Progress, last_token_reads
-from mvplatform.baselines import BASELINES, surface_baselines
-from mvplatform.concepts import ConceptVectors, best_layer, extract_vectors, recognition_accuracy
+from mvplatform.baselines import cell_baselines
+from mvplatform.concepts import (ORIENTATIONS, ConceptVectors, best_layer, cluster_mean, extract_vectors, orient,
+                                 recognition_accuracy)
 from mvplatform.data import ContrastPair, PairSplit
 from mvplatform.errors import SpecError
 from mvplatform.models import LoadedModel
@@ -243,9 +244,24 @@ def cross_validated(pos: np.ndarray, neg: np.ndarray, folds: np.ndarray, layers:
     """[pairs, L] per-pair recognition, each pair by the vectors of the folds it is not in."""
     correct = np.empty((len(pos), len(layers)))
     for train, test in _train_folds(folds):
-        fold_vectors = extract_vectors(pos[train], neg[train], layers, extract.method, seed, extract.orientation)
-        correct[test] = pair_correct(fold_vectors.directions, pos[test], neg[test])
+        directions = fold_directions(pos[train], neg[train], layers, extract.method, seed, extract.orientation)
+        correct[test] = pair_correct(directions, pos[test], neg[test])
     return correct
+
+
+def fold_directions(pos: np.ndarray, neg: np.ndarray, layers: list[int], method: str, seed: int,
+                    orientation: str) -> np.ndarray:
+    """[L, H] the directions :func:`extract_vectors` would return, without what recognition does not use.
+
+    For cluster means the same float64 arithmetic (mean of pos minus mean of neg, then the sign rule of
+    ``orientation``), but no state norms (steering's scale) and no recorded repe signs: those made up
+    most of a fold's cost. Every other method goes through :func:`extract_vectors`.
+    """
+    if method != "cluster_mean" or orientation not in ORIENTATIONS:
+        return extract_vectors(pos, neg, layers, method, seed, orientation).directions
+    pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+    raw = cluster_mean(pos, neg, np.random.default_rng(seed))
+    return orient(raw, pos, neg) if orientation == "majority" else raw
 
 
 def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.ndarray | None, correct: np.ndarray,
@@ -267,28 +283,14 @@ def gather_evidence(pos: np.ndarray, neg: np.ndarray, n_train: int, folds: np.nd
                     for k, (train, test) in enumerate(splits)]
     permuted = sum(acc * test.sum() for acc, (_, test) in zip(per_fold, splits)) / correct.shape[0]  # [P, L] pooled
     baselines: dict[str, np.ndarray] = {}
-    if pairs is not None:
-        per_pair = {name: np.empty(correct.shape[0]) for name in BASELINES}
-        offset = 0
-        for train, test in splits:
-            result = surface_baselines([p for p, t in zip(pairs, train) if t], [p for p, t in zip(pairs, test) if t])
-            for name, values in result.per_pair.items():
-                per_pair[name][offset : offset + len(values)] = values
-            offset += len(values)
-        baselines = per_pair
-    if folds is not None and baselines:  # baselines were filled fold by fold: put them back in pair order
-        order = np.concatenate([np.flatnonzero(test) for _, test in splits])
-        baselines = {name: _unsort(values, order) for name, values in baselines.items()}
+    if pairs is not None:  # every split's baselines from one tokenisation of the cell's texts
+        baselines = cell_baselines(pairs, splits)
+        if folds is None:  # scored on the test split only, as ``correct``
+            baselines = {name: values[n_train:] for name, values in baselines.items()}
     return Evidence(1 if folds is None else int(folds.max()) + 1, correct, low, high,
                     np.quantile(permuted, 0.95, axis=0), best_layer_interval(correct, seed=seed), baselines,
                     float(np.quantile(permuted.max(axis=1), 0.95)),
                     (pos[:n_train] - neg[:n_train]).astype(np.float32), extract.orientation, seed)
-
-
-def _unsort(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    out = np.empty_like(values)
-    out[order] = values
-    return out
 
 
 @dataclass(frozen=True)

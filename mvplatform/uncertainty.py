@@ -350,19 +350,33 @@ def consistency_interval(train: dict[str, tuple[np.ndarray, np.ndarray]], method
         raise ValueError(f"unknown layer reduction {reduction!r}; choose mean or max")
     signing = "repe" if orientation == "authors" and method == "cluster_mean" else orientation
     k = len(languages)
-    units: list[np.ndarray] = []  # per language [1 + B, L, H] unit vectors; row 0: the full training set
-    for i, lang in enumerate(languages):
-        pos, neg = train[lang]
-        counts = np.concatenate([np.ones((1, pos.shape[0])), bootstrap_counts(pos.shape[0], n_boot, seed + 7919 * (i + 1))])
-        # float32: the similarities need no more, and the products over the hidden size are half the cost
-        directions = np.concatenate([resampled_directions(pos, neg, counts[s : s + chunk], None, method, seed, signing,
-                                                          np.float32) for s in range(0, len(counts), chunk)])
-        units.append(directions / np.linalg.norm(directions, axis=-1, keepdims=True))
-    stacked = np.stack(units, axis=2)  # [1 + B, L, K, H]
-    units.clear()
-    per_layer = np.clip(np.matmul(stacked, stacked.transpose(0, 1, 3, 2)), -1.0, 1.0)  # [1 + B, L, K, K]: one BLAS call
-    del stacked
-    sims = (per_layer.mean(axis=1) if reduction == "mean" else per_layer.max(axis=1)).astype(np.float64)
+    n_layers, hidden = train[languages[0]][0].shape[1:]
+    # row 0 of each language's counts: the full training set (the point); rows 1..B: its bootstrap resamples
+    counts = [np.concatenate([np.ones((1, train[lang][0].shape[0])),
+                              bootstrap_counts(train[lang][0].shape[0], n_boot, seed + 7919 * (i + 1))])
+              for i, lang in enumerate(languages)]
+    full: list[np.ndarray] = []  # other methods: [1 + B, L, H] per language, re-extracted once over all layers
+    if method != "cluster_mean":
+        full = [np.concatenate([resampled_directions(*train[lang], c[s : s + chunk], None, method, seed, signing,
+                                                     np.float32) for s in range(0, len(c), chunk)])
+                for lang, c in zip(languages, counts)]
+    sims = np.empty((1 + n_boot, n_layers, k, k))
+    for layer in range(n_layers):  # one layer at a time: [1 + B, K, H] in memory, not [1 + B, L, K, H]
+        stacked = np.empty((1 + n_boot, k, hidden), dtype=np.float32)
+        for i, lang in enumerate(languages):
+            if full:
+                stacked[:, i] = full[i][:, layer]
+                continue
+            pos, neg = train[lang]
+            stacked[:, i] = np.concatenate([
+                resampled_directions(pos[:, layer : layer + 1], neg[:, layer : layer + 1], counts[i][s : s + chunk],
+                                     None, method, seed, signing, np.float32)[:, 0]
+                for s in range(0, len(counts[i]), chunk)])
+        # float32: the similarities need no more; cosines from one Gram matrix per resample (no unit-vector copy)
+        gram = np.matmul(stacked, stacked.transpose(0, 2, 1)).astype(np.float64)  # [1 + B, K, K]
+        norms = np.sqrt(np.einsum("bkk->bk", gram))
+        sims[:, layer] = np.clip(gram / (norms[:, :, None] * norms[:, None, :]), -1.0, 1.0)
+    sims = sims.mean(axis=1) if reduction == "mean" else sims.max(axis=1)
     sims[:, np.arange(k), np.arange(k)] = 1.0
     off = ~np.eye(k, dtype=bool)
     low, high = _centred(sims[1:], sims[0], confidence)

@@ -9,12 +9,14 @@ setting a language is steered with: none (No-Control), its own (LS-Control), or 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from mvplatform.concepts import ConceptVectors
 from mvplatform.judges import Judge, Verdict, following_rate
@@ -270,34 +272,17 @@ def evaluate_language(controller: Controller, language: str, tasks: list[ModeTas
     return LanguageEvaluation(language, modes, points, own_best, time.perf_counter() - start)
 
 
-def _setting_dict(setting: Setting | None) -> dict[str, object] | None:
-    return None if setting is None else {"start": setting.start, "width": setting.width, "strength": setting.strength}
-
-
-def _setting_from(data: dict[str, object] | None) -> Setting | None:
-    return None if data is None else Setting(int(data["start"]), int(data["width"]), float(data["strength"]))
+@functools.cache
+def _evaluation_json() -> TypeAdapter[LanguageEvaluation]:
+    """pydantic's JSON mapping of the evaluation dataclasses (built on first use, not at import)."""
+    return TypeAdapter(LanguageEvaluation)
 
 
 def evaluation_to_json(evaluation: LanguageEvaluation) -> dict[str, object]:
     """Plain JSON of a language's evaluation, for the result store (never pickled)."""
-    modes = {}
-    for mode, (task, result) in evaluation.modes.items():
-        modes[mode] = {"task": {"mode": task.mode, "language": task.language, "vectors_from": task.vectors_from,
-                                "setting": _setting_dict(task.setting), "note": task.note},
-                       "setting": _setting_dict(result.setting), "instructions": result.instructions,
-                       "responses": result.responses,
-                       "verdicts": [[v.label, v.reason] for v in result.verdicts]}
-    return {"language": evaluation.language, "modes": modes, "curve": evaluation.curve,
-            "curve_window": _setting_dict(evaluation.curve_window), "seconds": evaluation.seconds}
+    return _evaluation_json().dump_python(evaluation, mode="json")
 
 
 def evaluation_from_json(data: dict[str, object]) -> LanguageEvaluation:
-    modes = {}
-    for mode, item in data["modes"].items():  # type: ignore[union-attr]
-        t = item["task"]
-        task = ModeTask(t["mode"], t["language"], t["vectors_from"], _setting_from(t["setting"]), t["note"])
-        verdicts = [Verdict(label, reason) for label, reason in item["verdicts"]]
-        modes[mode] = (task, Evaluation(_setting_from(item["setting"]), item["instructions"], item["responses"],
-                                        verdicts))
-    return LanguageEvaluation(str(data["language"]), modes, [tuple(p) for p in data["curve"]],  # type: ignore[misc]
-                              _setting_from(data["curve_window"]), float(data["seconds"]))  # type: ignore[arg-type]
+    """The evaluation back from :func:`evaluation_to_json`'s JSON; a ``ValueError`` when it is not one."""
+    return _evaluation_json().validate_python(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -10,8 +11,9 @@ import optuna
 import pytest
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (Controller, ControllerStats, Evaluation, ModeTask, Setting, curve_strengths,
-                                plan_modes, steering_vectors)
+from mvplatform.control import (Controller, ControllerStats, Evaluation, LanguageEvaluation, ModeTask, Setting,
+                                curve_strengths, evaluation_from_json, evaluation_to_json, plan_modes,
+                                steering_vectors)
 from mvplatform.figures import table2
 from mvplatform.judges import KeywordJudge, Verdict
 from mvplatform.models import load_model
@@ -272,3 +274,18 @@ def test_suggested_strengths_lie_on_the_step_grid_including_both_ends():
     grid = strength_values((-0.6, 0.6), 0.05)
     assert grid[0] == -0.6 and grid[-1] == 0.6 and len(grid) == 25
     assert all(r.setting.strength in grid for r in result.trials)
+
+
+def test_a_language_evaluation_round_trips_through_json():
+    evaluation = LanguageEvaluation(
+        "fr", {"none": (ModeTask("none", "fr", None, None), Evaluation(None, ["a"], ["b"], [Verdict("refused", "x")])),
+               "language_specific": (ModeTask("language_specific", "fr", "fr", Setting(3, 2, -0.5)),
+                                     Evaluation(Setting(3, 2, -0.5), ["a"], ["c"], [Verdict("followed", "y")]))},
+        [(-0.5, 1.0), (0.0, 0.0)], Setting(3, 2, -0.5), 1.25)
+    data = json.loads(json.dumps(evaluation_to_json(evaluation)))
+    assert data["modes"]["language_specific"][0]["setting"] == {"start": 3, "width": 2, "strength": -0.5}
+    assert data["modes"]["none"][1]["verdicts"] == [{"label": "refused", "reason": "x"}]
+    back = evaluation_from_json(data)
+    assert back == evaluation and back.modes["language_specific"][1].rate == 1.0
+    with pytest.raises(ValueError):  # a record of another shape is refused (the store then recomputes it)
+        evaluation_from_json({**data, "modes": {"none": {"task": {}, "verdicts": [["refused", "x"]]}}})

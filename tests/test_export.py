@@ -10,6 +10,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from safetensors import safe_open
 from safetensors.numpy import load_file
@@ -99,7 +100,7 @@ SPEC = """
 name: export-e2e
 model: {{name: "{model}", device: cpu}}
 data: {{dataset: "{data}", concepts: [morality], languages: [en, fr]}}
-extract: {{batch_size: 4, intervals: false}}
+extract: {{batch_size: 4}}
 analyses: [recognition]
 tracking: {{uri: "{uri}"}}
 results: {{dir: "{results}"}}
@@ -199,3 +200,56 @@ def test_steering_vectors_library_steers_the_exported_file_as_mvp_does(tiny_mode
     assert not torch.allclose(theirs, plain)  # the vectors do something
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
 
+
+
+# -- the vectors as MLflow logged models, and the parent run's summary metrics ----------------------------------
+
+
+def extraction_runs(client: MlflowClient, parent_id: str) -> dict[str, object]:
+    experiment = client.get_run(parent_id).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = 'extract'")
+    return {run.data.tags["language"]: run for run in runs}
+
+
+def test_each_cell_is_a_logged_model_with_its_metrics_that_projects_states(submission, tmp_path, monkeypatch):
+    import mlflow
+    import mlflow.pyfunc
+
+    summary, client, _ = submission
+    runs = extraction_runs(client, summary.parent_run_id)
+    experiment = client.get_run(summary.parent_run_id).info.experiment_id
+    models = {m.tags["language"]: m for m in client.search_logged_models([experiment])}
+    assert sorted(models) == ["en", "fr"]
+    vectors = logged_vectors(client, summary.parent_run_id, tmp_path)
+    for language, model in models.items():
+        run = runs[language]
+        assert model.status == LoggedModelStatus.READY and model.model_type == "mvp-concept-vectors"
+        assert model.source_run_id == run.info.run_id and model.name.endswith(f"-morality-{language}")
+        assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+        linked = {m.key: m.value for m in model.metrics}  # the Models tab's metric columns
+        assert linked["selected_accuracy"] == run.data.metrics["selected_accuracy"]
+        assert linked["best_accuracy"] == run.data.metrics["best_accuracy"] and "recognition_accuracy" not in linked
+        layer = int(run.data.metrics["selected_layer"])
+        assert model.params["default_layer"] == str(layer)
+        pyfunc = mlflow.pyfunc.load_model(model.artifact_location)
+        states = np.random.default_rng(1).normal(size=(3, 32)).astype(np.float32)
+        direction = vectors[language].directions.astype(np.float64)
+        np.testing.assert_allclose(pyfunc.predict(states), states @ direction[layer - 1], rtol=1e-6)
+        np.testing.assert_allclose(pyfunc.predict(states, params={"layer": 1}), states @ direction[0], rtol=1e-6)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # registrable, as from the Models tab
+    version = mlflow.register_model(f"models:/{models['fr'].model_id}", "morality-fr")
+    assert int(version.version) == 1 and client.get_model_version("morality-fr", "1").source == (
+        f"models:/{models['fr'].model_id}")
+
+
+def test_parent_run_summarises_selected_accuracy_and_chance_for_the_compare_view(submission):
+    summary, client, _ = submission
+    runs = extraction_runs(client, summary.parent_run_id)
+    metrics = client.get_run(summary.parent_run_id).data.metrics
+    model = runs["en"].data.tags["model"]
+    selected = [run.data.metrics["selected_accuracy"] for run in runs.values()]
+    above = [run.data.metrics["selected_above_chance"] for run in runs.values()]
+    assert metrics[f"mean_selected_accuracy/{model}/morality"] == pytest.approx(np.mean(selected))
+    assert metrics[f"mean_selected_accuracy/{model}"] == metrics["mean_selected_accuracy"] == pytest.approx(
+        np.mean(selected))
+    assert metrics[f"share_above_chance/{model}"] == metrics["share_above_chance"] == pytest.approx(np.mean(above))

@@ -29,9 +29,10 @@ from mvplatform.crosslingual import ConceptAnalysis, mean_similarity, model_tabl
 from mvplatform.extraction import EvalResult, ExtractionResult
 from mvplatform.figures import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
-from mvplatform.uncertainty import fisher_interval
+from tracking.logged_models import create_vector_model, upload_vector_model
 from tracking.provenance import data_input, provenance_tags
 from tracking.store import artifact_location
+from tracking.summaries import parent_metrics
 
 MAX_PARAM_LENGTH = 500
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -174,8 +175,11 @@ class SubmissionTracker:
         logged += [Metric(name, float(value), now, 0) for name, value in (metrics or {}).items()]
         if self.results:
             logged.append(Metric("mean_best_accuracy", float(np.mean([r.best[1] for r in self.results])), now, 0))
-        logged += [Metric(f"table1/{row.model}/{feature}_{cell}", c.r, now, 0) for row in model_table1(self.analyses)
-                   for feature, cells in row.cells.items() for cell, c in cells.items() if not np.isnan(c.r)]
+        logged += [Metric(name, value, now, 0) for name, value in parent_metrics(self.results).items()]
+        logged += [Metric(f"table1/{row.model}/{feature}_{cell}{suffix}", value, now, 0)
+                   for row in model_table1(self.analyses) for feature, cells in row.cells.items()
+                   for cell, c in cells.items()
+                   for suffix, value in (("", c.r), ("_ci_low", c.low), ("_ci_high", c.high)) if not np.isnan(value)]
         self.client.log_batch(self.parent_id, metrics=logged)
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
@@ -214,6 +218,10 @@ class SubmissionTracker:
                     Metric("n_train", result.n_train, now, 0), Metric("n_test", result.n_test, now, 0),
                     Metric("seconds", result.seconds, now, 0)]
         metrics += evidence_metrics(result, now)
+        # the vectors as an MLflow logged model (Models tab), its summary metrics (step 0) linked to it
+        model_id = create_vector_model(self.client, self.experiment_id, run_id, result)
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) if m.step == 0 else m
+                   for m in metrics]
         self.client.log_batch(run_id, metrics=metrics,
                               params=[Param("model", result.model), Param("concept", result.concept),
                                       Param("language", result.language), Param("method", result.vectors.method)],
@@ -232,6 +240,7 @@ class SubmissionTracker:
             curve = Curve.of(result)
             self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")
             self.client.log_artifacts(run_id, str(folder))
+            upload_vector_model(self.client, model_id, run_id, result, folder / "vectors.safetensors", folder / "model")
         self.client.set_terminated(run_id, "FINISHED")
         self.results.append(result)
         self.progress()
@@ -267,7 +276,8 @@ class SubmissionTracker:
                                   folder / "consistency_heatmap.png")
             if analysis.transfer is not None and analysis.directionality is not None:
                 d = analysis.directionality
-                metrics += [Metric(f"transfer_{k}", v, now, 0) for k, v in vars(d).items() if not np.isnan(v)]
+                means = {**vars(d), "high_minus_low": d.high_minus_low}
+                metrics += [Metric(f"transfer_{k}", v, now, 0) for k, v in means.items() if not np.isnan(v)]
                 self.client.log_table(run_id, _matrix_table(analysis.transfer.scores, langs), "transfer_scores.json")
                 self.client.log_table(run_id, _matrix_table(analysis.transfer.accuracy, langs), "transfer_accuracy.json")
                 self._save_figure(matrix_heatmap(100 * analysis.transfer.scores, langs,
@@ -290,7 +300,8 @@ class SubmissionTracker:
         return run_id
 
     def _log_intervals(self, run_id: str, analysis: ConceptAnalysis, now: int) -> list[Metric]:
-        """Issue 16: consistency and transfer bootstrap intervals, Fisher intervals of Table-1 r values."""
+        """Issue 16: consistency, transfer and directionality bootstrap intervals; language-bootstrap intervals
+        of the Table-1 r values."""
         metrics: list[Metric] = []
         ci = analysis.intervals
         if ci is not None and ci.consistency is not None:
@@ -305,12 +316,16 @@ class SubmissionTracker:
                                   "transfer_scores_ci_low.json")
             self.client.log_table(run_id, _matrix_table(ci.transfer.high, ci.transfer.languages),
                                   "transfer_scores_ci_high.json")
+        if ci is not None and ci.directionality is not None:
+            metrics += [Metric(f"transfer_{name}{suffix}", value, now, 0)
+                        for name, interval in ci.directionality.items()
+                        for suffix, value in (("_ci_low", interval.low), ("_ci_high", interval.high))
+                        if not np.isnan(value)]
         for feature, cells in (analysis.linguistic or {}).items():
             for mode, c in cells.items():
-                low, high = fisher_interval(c.r, c.n_pairs)
-                if not np.isnan(low):
-                    metrics += [Metric(f"r_{feature}_{mode}_ci_low", low, now, 0),
-                                Metric(f"r_{feature}_{mode}_ci_high", high, now, 0)]
+                if not np.isnan(c.low):
+                    metrics += [Metric(f"r_{feature}_{mode}_ci_low", c.low, now, 0),
+                                Metric(f"r_{feature}_{mode}_ci_high", c.high, now, 0)]
         return metrics
 
     def log_eval(self, ev: EvalResult) -> str:

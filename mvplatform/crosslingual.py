@@ -37,7 +37,18 @@ from scipy import stats
 
 from mvplatform.catalog import LANGUAGES
 from mvplatform.concepts import ConceptVectors, recognition_accuracy
-from mvplatform.uncertainty import CrossLingualIntervals, consistency_interval, transfer_intervals
+from mvplatform.uncertainty import (
+    CONFIDENCE,
+    N_BOOT,
+    CrossLingualIntervals,
+    Interval,
+    consistency_interval,
+    language_counts,
+    nan_interval,
+    resampled_pair_correlation,
+    transfer_intervals,
+    transfer_resamples,
+)
 
 if TYPE_CHECKING:  # type hints only: importing extraction would pull in torch
     from mvplatform.extraction import ExtractionResult
@@ -146,24 +157,56 @@ class Directionality:
     within_high: float
     within_low: float
 
+    @property
+    def high_minus_low(self) -> float:
+        """high_to_low - low_to_high: positive when transfer out of high-resource languages costs less."""
+        return self.high_to_low - self.low_to_high
+
+
+DIRECTIONS: tuple[str, ...] = ("high_to_low", "low_to_high", "within_high", "within_low")
+
+
+def directional_means(scores: np.ndarray, languages: Sequence[str], high: Sequence[str]) -> dict[str, np.ndarray]:
+    """Mean of T(source -> target) [..., n, n] over the off-diagonal pairs of each direction (DIRECTIONS);
+    nan where a direction has no pair (e.g. no low-resource language)."""
+    is_high = np.array([lang in high for lang in languages])
+    off = ~np.eye(len(languages), dtype=bool)
+    out = {}
+    for name, (source, target) in zip(DIRECTIONS, ((is_high, ~is_high), (~is_high, is_high), (is_high, is_high),
+                                                   (~is_high, ~is_high))):
+        mask = source[:, None] & target[None, :] & off
+        out[name] = scores[..., mask].mean(axis=-1) if mask.any() else np.full(scores.shape[:-2], np.nan)
+    return out
+
 
 def directionality(result: Transfer, high: Sequence[str]) -> Directionality:
-    scores, languages = result.scores, result.languages
-    is_high = np.array([lang in high for lang in languages])
+    means = directional_means(result.scores, result.languages, high)
+    return Directionality(*(float(means[name]) for name in DIRECTIONS))
 
-    def mean(source: np.ndarray, target: np.ndarray) -> float:
-        mask = source[:, None] & target[None, :] & ~np.eye(len(languages), dtype=bool)
-        return float(scores[mask].mean()) if mask.any() else float("nan")
 
-    return Directionality(mean(is_high, ~is_high), mean(~is_high, is_high), mean(is_high, is_high),
-                          mean(~is_high, ~is_high))
+def directionality_intervals(resampled: np.ndarray, languages: Sequence[str], high: Sequence[str],
+                             point: Directionality, confidence: float = CONFIDENCE) -> dict[str, Interval]:
+    """Percentile intervals of each direction's mean transfer and of high_minus_low, from [B, n, n] resampled
+    transfer scores (:func:`mvplatform.uncertainty.transfer_resamples`: every target's test pairs resampled,
+    paired across sources). The difference is taken within each resample, so what the two directions
+    share (the same targets' test pairs, the same sources) cancels in its interval."""
+    means = directional_means(resampled, languages, high)
+    means["high_minus_low"] = means["high_to_low"] - means["low_to_high"]
+    out = {}
+    for name, values in means.items():
+        centre = point.high_minus_low if name == "high_minus_low" else getattr(point, name)
+        low, high_end = nan_interval(values, centre, confidence, min_defined=1.0)
+        out[name] = Interval(centre, low, high_end)
+    return out
 
 
 @dataclass(frozen=True)
 class Correlation:
     r: float
-    p: float
+    p: float  # scipy's t-test, which takes the language pairs as independent points (they are not)
     n_pairs: int
+    low: float = float("nan")  # 95% interval of r by a bootstrap over languages (table1_row), issue 16
+    high: float = float("nan")
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> Correlation:
@@ -191,26 +234,41 @@ TABLE1_CELLS: tuple[str, ...] = ("direct", "split", "split_with_high", "split_lo
 
 
 def table1_row(similarity: np.ndarray, linguistic: np.ndarray, languages: Sequence[str],
-               high: Sequence[str]) -> dict[str, Correlation]:
-    """Table 1 cells for one feature.
+               high: Sequence[str], n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Correlation]:
+    """Table 1 cells for one feature, each r with a 95% interval from a bootstrap over languages.
 
     The authors' (``linguistic_relationships`` in their consistency_analysis.py):
     ``direct`` over all pairs; ``split`` = (r over pairs with at least one high-resource language
     + r over pairs of two low-resource languages) / 2, its parts ``split_with_high`` and
     ``split_low``; ``split`` has no p-value (nan) and counts both parts' pairs. mvp's extra cell:
     ``within_high``, r over pairs of two high-resource languages.
+
+    The interval (issue 16): language pairs share languages, so they are not independent points and
+    a Fisher interval over n pairs is too narrow. Instead the languages are resampled with replacement
+    (within the high- and low-resource groups, :func:`mvplatform.uncertainty.language_counts`), every
+    cell's r is recomputed over the resample's pairs (:func:`resampled_pair_correlation`), and the
+    2.5th and 97.5th percentiles are taken; ``split`` per resample as the mean of its parts.
     """
     is_high = [lang in high for lang in languages]
     pairs = list(combinations(range(len(languages)), 2))
-    with_high = [(i, j) for i, j in pairs if is_high[i] or is_high[j]]
-    low = [(i, j) for i, j in pairs if not (is_high[i] or is_high[j])]
-    within_high = [(i, j) for i, j in pairs if is_high[i] and is_high[j]]
-    parts = correlate_pairs(similarity, linguistic, with_high), correlate_pairs(similarity, linguistic, low)
-    split = Correlation((parts[0].r + parts[1].r) / 2, float("nan"), parts[0].n_pairs + parts[1].n_pairs)
-    return {"direct": correlate_pairs(similarity, linguistic, pairs), "split": split,
-            "split_with_high": parts[0], "split_low": parts[1],
-            "within_high": correlate_pairs(similarity, linguistic, within_high)}
-
+    groups = {"direct": pairs,
+              "split_with_high": [(i, j) for i, j in pairs if is_high[i] or is_high[j]],
+              "split_low": [(i, j) for i, j in pairs if not (is_high[i] or is_high[j])],
+              "within_high": [(i, j) for i, j in pairs if is_high[i] and is_high[j]]}
+    points = {name: correlate_pairs(similarity, linguistic, group) for name, group in groups.items()}
+    parts = points["split_with_high"], points["split_low"]
+    points["split"] = Correlation((parts[0].r + parts[1].r) / 2, float("nan"), parts[0].n_pairs + parts[1].n_pairs)
+    counts = language_counts(np.array(is_high, dtype=int), n_boot, seed) if len(languages) else None
+    resampled = {name: resampled_pair_correlation(similarity, linguistic, group, counts)
+                 for name, group in groups.items()} if counts is not None else {}
+    if resampled:
+        resampled["split"] = (resampled["split_with_high"] + resampled["split_low"]) / 2
+    cells = {}
+    for name in ("direct", "split", "split_with_high", "split_low", "within_high"):
+        c = points[name]
+        low, high_end = nan_interval(resampled[name], c.r) if resampled else (float("nan"), float("nan"))
+        cells[name] = Correlation(c.r, c.p, c.n_pairs, low, high_end)
+    return cells
 
 
 @dataclass(frozen=True)
@@ -278,7 +336,7 @@ def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str]
                                           languages, settings.high_resource)
                       for feature in settings.linguistic_features}
     intervals = cross_lingual_intervals([by_language[lang] for lang in languages], cons, trans,
-                                        settings.layer_reduction)
+                                        settings.layer_reduction, settings.high_resource)
     return ConceptAnalysis(results[0].model, results[0].concept, languages,
                            cons if "consistency" in analyses else None, trans, direction, linguistic, similarity,
                            settings.layer_reduction, tuple(settings.high_resource), settings.similarity_source,
@@ -286,23 +344,26 @@ def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str]
 
 
 def cross_lingual_intervals(results: Sequence[ExtractionResult], cons: Consistency | None, trans: Transfer | None,
-                            reduction: str) -> CrossLingualIntervals | None:
-    """Bootstrap intervals of consistency (over training pairs) and transfer (over test pairs), issue 16.
+                            reduction: str, high: Sequence[str] = ()) -> CrossLingualIntervals | None:
+    """Bootstrap intervals of consistency (over training pairs), transfer and its directionality (over
+    the targets' test pairs), issue 16.
 
     Only when every result carries its evidence (``extract.intervals``); no model runs.
     """
     evidence = [r.evidence for r in results]
     if not results or any(e is None or e.train_diffs is None for e in evidence):
         return None
-    consistency_ci = transfer_ci = None
+    consistency_ci = transfer_ci = direction_ci = None
     if cons is not None and len(results) > 1:
         train = {r.language: (r.evidence.train_diffs, np.zeros_like(r.evidence.train_diffs)) for r in results}
         consistency_ci = consistency_interval(train, results[0].vectors.method, seed=evidence[0].seed,
                                               orientation=evidence[0].orientation, reduction=reduction)
     if trans is not None:
-        transfer_ci = transfer_intervals({r.language: r.vectors.directions for r in results},
-                                         {r.language: (r.test_pos, r.test_neg) for r in results})
-    return CrossLingualIntervals(consistency_ci, transfer_ci)
+        resampled = transfer_resamples({r.language: r.vectors.directions for r in results},
+                                       {r.language: (r.test_pos, r.test_neg) for r in results})
+        transfer_ci = transfer_intervals({}, {}, resampled=resampled)
+        direction_ci = directionality_intervals(resampled[1], resampled[0], high, directionality(trans, high))
+    return CrossLingualIntervals(consistency_ci, transfer_ci, direction_ci)
 
 
 def mean_similarity(analysis: ConceptAnalysis, how: str | None = None) -> float:

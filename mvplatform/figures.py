@@ -20,7 +20,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES  # noqa: E402
 from mvplatform.control import MODE_LABELS  # noqa: E402
-from mvplatform.crosslingual import SHARED_LANGUAGES, ConceptAnalysis, ModelTable1, concept_averaged, model_table1
+from mvplatform.crosslingual import (  # noqa: E402
+    SHARED_LANGUAGES,
+    ConceptAnalysis,
+    Correlation,
+    ModelTable1,
+    concept_averaged,
+    model_table1,
+)
 from mvplatform.extraction import EvalResult, ExtractionResult  # noqa: E402
 from mvplatform.linguistics import format_matrix  # noqa: E402
 
@@ -301,10 +308,18 @@ FEATURE_ORDER = ("genetic", "geographic", "syntactic", "phonological")
 PAPER_FEATURE_ORDER = ("genetic", "syntactic", "geographic", "phonological")  # Table 1's column order
 
 
-def _cell(c) -> str:  # noqa: ANN001 - a Correlation
+def _cell(c: Correlation, interval: bool = True) -> str:
+    """``+0.45* [+0.10, +0.71]``: r, * for p < 0.05, and the language-bootstrap interval when there is one."""
     if np.isnan(c.r):
         return "–"
-    return f"{c.r:+.2f}{'*' if not np.isnan(c.p) and c.p < 0.05 else ''}"
+    text = f"{c.r:+.2f}{'*' if not np.isnan(c.p) and c.p < 0.05 else ''}"
+    return text if not interval or np.isnan(c.low) else f"{text} [{c.low:+.2f}, {c.high:+.2f}]"
+
+
+INTERVAL_NOTE = ("[low, high]: 95% interval of r by a bootstrap over languages (languages resampled with replacement "
+                 "within the high- and low-resource groups, r recomputed over the resample's language pairs; "
+                 "2000 resamples). * p < 0.05 by the t-test of r, which takes the language pairs as independent "
+                 "points: they share languages, so read the interval, not the star.")
 
 
 def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tuple[str, str]:
@@ -320,7 +335,7 @@ def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tup
     lines = [header, "|---|---" + "|---|---|---" * len(features) + "|"]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["model", "concept", "feature", "cell", "r", "p", "n_pairs"])
+    writer.writerow(TABLE1_CSV_HEADER)
     for model, concept, cells in rows:
         parts = []
         for feature in features:
@@ -328,14 +343,24 @@ def table1(rows: Sequence[tuple[str, str, dict[str, dict[str, object]]]]) -> tup
             if c is None:
                 parts += ["–", "–", "–"]
                 continue
-            parts += [_cell(c["direct"]), _cell(c["split"]), f"{_cell(c['within_high'])} / {_cell(c['split_low'])}"]
+            parts += [_cell(c["direct"]), _cell(c["split"]),
+                      f"{_cell(c['within_high'], False)} / {_cell(c['split_low'], False)}"]
             for mode, value in c.items():
-                writer.writerow([model, concept, feature, mode, f"{value.r:.4f}", f"{value.p:.4g}", value.n_pairs])
+                writer.writerow(_table1_csv_row(model, concept, feature, mode, value))
         lines.append(f"| {model} | {concept} | " + " | ".join(parts) + " |")
     lines.append("\nPer concept: Pearson r between that concept's vector similarity and URIEL linguistic similarity "
-                 "over language pairs; * p < 0.05. split: the paper's (mean of r over pairs with a high-resource "
-                 "language and r over low-low pairs); within high / low: r over high-high / low-low pairs (mvp's).")
+                 "over language pairs. split: the paper's (mean of r over pairs with a high-resource "
+                 "language and r over low-low pairs); within high / low: r over high-high / low-low pairs (mvp's; "
+                 "their intervals are in the csv). " + INTERVAL_NOTE)
     return "\n".join(lines), out.getvalue()
+
+
+TABLE1_CSV_HEADER = ("model", "concept", "feature", "cell", "r", "p", "n_pairs", "ci_low", "ci_high")
+
+
+def _table1_csv_row(model: str, concept: str, feature: str, mode: str, value: Correlation) -> list[object]:
+    return [model, concept, feature, mode, f"{value.r:.4f}", f"{value.p:.4g}", value.n_pairs, f"{value.low:.4f}",
+            f"{value.high:.4f}"]
 
 
 def model_table1_text(rows: Sequence[ModelTable1]) -> tuple[str, str]:
@@ -345,21 +370,48 @@ def model_table1_text(rows: Sequence[ModelTable1]) -> tuple[str, str]:
              "|---" + "|---|---" * len(features) + "|---|---|"]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["model", "concept", "feature", "cell", "r", "p", "n_pairs"])
+    writer.writerow(TABLE1_CSV_HEADER)
     for row in rows:
         parts = []
         for feature in features:
             c = row.cells.get(feature)
             parts += ["–", "–"] if c is None else [_cell(c["direct"]), _cell(c["split"])]
             for mode, value in (c or {}).items():
-                writer.writerow([row.model, "all", feature, mode, f"{value.r:.4f}", f"{value.p:.4g}", value.n_pairs])
+                writer.writerow(_table1_csv_row(row.model, "all", feature, mode, value))
         lines.append(f"| {row.model} | " + " | ".join(parts) + f" | {len(row.languages)} | {len(row.concepts)} |")
     reduction = rows[0].reduction if rows else "max"
     lines.append(f"\nAs the paper: per language pair, concept-vector cosine reduced over layers ({reduction}), "
                  "averaged over concepts, against 1 - URIEL distance; Direct = Pearson r over all language pairs, "
                  "Split = mean of r over pairs with a high-resource language and r over pairs of two low-resource "
-                 "languages. * p < 0.05 (Direct only).")
+                 "languages (no p-value; its interval from the same resamples as its parts). " + INTERVAL_NOTE)
     return "\n".join(lines), out.getvalue()
+
+
+def directionality_table(analyses: Sequence[ConceptAnalysis]) -> str:
+    """Mean transfer per direction and high -> low minus low -> high, with paired-bootstrap intervals when known."""
+    header = "| model | concept | high -> low | low -> high | high -> low minus low -> high | within high | within low |"
+    lines = [header, "|---" * 7 + "|"]
+    for a in analyses:
+        d = a.directionality
+        ci = a.intervals.directionality if a.intervals is not None and a.intervals.directionality else {}
+        cells = []
+        for name, value in (("high_to_low", d.high_to_low), ("low_to_high", d.low_to_high),
+                            ("high_minus_low", d.high_minus_low), ("within_high", d.within_high),
+                            ("within_low", d.within_low)):
+            interval = ci.get(name)
+            if np.isnan(value):
+                cells.append("–")
+            elif interval is None or np.isnan(interval.low):
+                cells.append(f"{100 * value:+.1f}")
+            else:
+                cells.append(f"{100 * value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]")
+        lines.append(f"| {a.model} | {a.concept} | " + " | ".join(cells) + " |")
+    lines.append("\nMean transfer score T(source -> target) in accuracy points over language pairs; "
+                 "0 = as good as the target's own vectors, negative = worse. [low, high]: 95% paired bootstrap "
+                 "interval over each target language's test pairs (resampled once per target and shared by every "
+                 "source and by the target's own vectors; best layers re-picked in each resample; 2000 "
+                 "resamples); the difference is taken within each resample.")
+    return "\n".join(lines)
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -410,14 +462,7 @@ def write_summary(folder: Path, results: Sequence[ExtractionResult], analyses: S
         (folder / "table1_linguistic.csv").write_text(paper_csv + table_csv.split("\n", 1)[1])
     directed = [a for a in analyses if a.directionality is not None]
     if directed:
-        lines = ["| model | concept | high -> low | low -> high | within high | within low |", "|---" * 6 + "|"]
-        for a in directed:
-            values = vars(a.directionality).values()
-            lines.append(f"| {a.model} | {a.concept} | "
-                         + " | ".join("–" if np.isnan(v) else f"{100 * v:+.1f}" for v in values) + " |")
-        lines.append("\nMean transfer score T(source -> target) in accuracy points over language pairs; "
-                     "0 = as good as the target's own vectors, negative = worse.")
-        (folder / "transfer_directionality.md").write_text("\n".join(lines) + "\n")
+        (folder / "transfer_directionality.md").write_text(directionality_table(directed) + "\n")
     for model in sorted({a.model for a in analyses if a.consistency is not None}):
         curves = {a.concept: (a.consistency.layers, a.consistency.layer_curve(SHARED_LANGUAGES))
                   for a in analyses if a.model == model and a.consistency is not None}

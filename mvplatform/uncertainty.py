@@ -24,6 +24,7 @@ re-extracted vectors), so no analysis stage needs a loop per resample for ``clus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -404,25 +405,35 @@ class TransferIntervals:
     high: np.ndarray
 
 
-def transfer_intervals(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
-                       n_boot: int = N_BOOT, seed: int = 0, confidence: float = CONFIDENCE) -> TransferIntervals:
-    """Intervals of T(l1 -> l2) = best-layer acc(l1's vectors on l2) - best-layer acc(l2's own on l2).
+def transfer_resamples(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
+                       n_boot: int = N_BOOT, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """The languages and [B, n, n] T(row -> column) in each resample of every target's test pairs.
 
-    Per target, one set of resamples of its test pairs is shared by every source and by the target's
-    own vectors (paired), and both sides re-pick their best layer in every resample.
+    Per target (column), one set of resamples of its test pairs is shared by every source and by the
+    target's own vectors (paired), and both sides re-pick their best layer in every resample. The
+    targets are resampled independently of each other (seed + column).
     """
     languages = [lang for lang in directions if lang in test_states]
     n = len(languages)
-    low, high = np.zeros((n, n)), np.zeros((n, n))
-    alpha = (1 - confidence) / 2
+    scores = np.empty((n_boot, n, n))
     for j, target in enumerate(languages):  # every source at once: one set of resamples per target
         pos, neg = test_states[target]
         correct = np.stack([pair_correct(directions[source], pos, neg) for source in languages])  # [S, m, L]
         m = correct.shape[1]
         counts = bootstrap_counts(m, n_boot, seed + j)
         best = np.matmul(counts[None], correct).max(axis=-1) / m  # [S, B]: best-layer accuracy per resample
-        diffs = best - best[j]
-        low[:, j], high[:, j] = np.quantile(diffs, alpha, axis=1), np.quantile(diffs, 1 - alpha, axis=1)
+        scores[:, :, j] = (best - best[j]).T
+    return languages, scores
+
+
+def transfer_intervals(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
+                       n_boot: int = N_BOOT, seed: int = 0, confidence: float = CONFIDENCE,
+                       resampled: tuple[list[str], np.ndarray] | None = None) -> TransferIntervals:
+    """Intervals of T(l1 -> l2) = best-layer acc(l1's vectors on l2) - best-layer acc(l2's own on l2),
+    from :func:`transfer_resamples` (or its result, ``resampled``, when the caller needs it too)."""
+    languages, scores = resampled or transfer_resamples(directions, test_states, n_boot, seed)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(scores, [alpha, 1 - alpha], axis=0)
     return TransferIntervals(languages, low, high)
 
 
@@ -432,6 +443,9 @@ class CrossLingualIntervals:
 
     consistency: ConsistencyInterval | None = None
     transfer: TransferIntervals | None = None
+    # mean transfer per direction (high_to_low, low_to_high, within_high, within_low) and high_minus_low
+    # (high_to_low - low_to_high): the same paired resamples of the targets' test pairs as ``transfer``
+    directionality: dict[str, Interval] | None = None
 
 
 def fisher_interval(r: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -444,6 +458,68 @@ def fisher_interval(r: float, n: int, confidence: float = CONFIDENCE) -> tuple[f
         return float("nan"), float("nan")
     z, half = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)), _z(confidence) / np.sqrt(n - 3)
     return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def language_counts(strata: Sequence[int] | np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """[B, K] how often each of K languages is drawn when the languages are resampled with replacement
+    within each stratum (``strata[k]``: the group of language k, e.g. 1 = high-resource, 0 = low).
+
+    Stratified because Table 1's groups are fixed by design (LLaMA2's one high-resource language stays
+    the one); a stratum of one language is always drawn once.
+    """
+    strata = np.asarray(strata)
+    if strata.ndim != 1 or strata.size == 0:
+        raise ValueError(f"language_counts: need a group per language, got shape {strata.shape}")
+    counts = np.zeros((n_boot, strata.size))
+    for s, group in enumerate(np.unique(strata)):
+        members = np.flatnonzero(strata == group)
+        counts[:, members] = bootstrap_counts(members.size, n_boot, seed + 104729 * s)
+    return counts
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[B] Pearson r of the points (x, y) [P] counted ``weights`` [B, P] times (a resample's multiplicities).
+
+    The same r as :func:`scipy.stats.pearsonr` on the list with each point repeated ``weights`` times;
+    nan where fewer than 3 distinct points carry weight or either side is constant on them (as
+    :func:`mvplatform.crosslingual.correlate_pairs` on a full set).
+    """
+    x, y, w = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(weights, np.float64)
+    if w.ndim != 2 or w.shape[1] != x.size or y.size != x.size:
+        raise ValueError(f"weighted_pearson: weights {w.shape} must be [resamples, {x.size}] for {x.size} points")
+    used = w > 0
+    total = np.where(used.any(axis=1), w.sum(axis=1), 1.0)[:, None]
+    dx = x[None] - (w @ x)[:, None] / total
+    dy = y[None] - (w @ y)[:, None] / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip((w * dx * dy).sum(axis=1) / np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1)),
+                    -1.0, 1.0)
+    spread = [np.where(used, v[None], -np.inf).max(axis=1) > np.where(used, v[None], np.inf).min(axis=1)
+              for v in (x, y)]
+    return np.where((used.sum(axis=1) >= 3) & spread[0] & spread[1], r, np.nan)
+
+
+def resampled_pair_correlation(similarity: np.ndarray, linguistic: np.ndarray, pairs: Sequence[tuple[int, int]],
+                               counts: np.ndarray) -> np.ndarray:
+    """[B] Pearson r over language pairs when languages are drawn ``counts`` [B, K] times.
+
+    A resample that draws language i a times and j b times holds the pair (i, j) a * b times; a
+    language paired with its own copy is no pair (its similarity is 1 by definition), so it is left out.
+    """
+    if not pairs:
+        return np.full(counts.shape[0], np.nan)
+    i, j = np.array(pairs).T
+    return weighted_pearson(similarity[i, j], linguistic[i, j], counts[:, i] * counts[:, j])
+
+
+def nan_interval(resampled: np.ndarray, point: float, confidence: float = CONFIDENCE,
+                 min_defined: float = 0.5) -> tuple[float, float]:
+    """Percentile interval of the defined (non-nan) resamples; nan when the point is nan or fewer than
+    ``min_defined`` of the resamples are defined (too few units left to say anything)."""
+    defined = resampled[~np.isnan(resampled)]
+    if np.isnan(point) or defined.size < min_defined * resampled.size or defined.size == 0:
+        return float("nan"), float("nan")
+    return _percentiles(defined, confidence)
 
 
 def above_chance(low: np.ndarray | float, chance: np.ndarray | float) -> np.ndarray:

@@ -77,6 +77,74 @@ def test_perfectly_related_similarities_correlate_at_one():
     assert correlate(2 * lin + 1, lin, ["a", "b", "c"]).r == pytest.approx(1.0)
 
 
+def test_table1_intervals_are_a_bootstrap_over_languages():
+    from mvplatform.uncertainty import language_counts, resampled_pair_correlation
+
+    languages = ["en", "fr", "zh", "ja", "ko", "vi", "sw", "ny"]
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=(8, 8))
+    similarity = (a + a.T) / 2
+    high = ["en", "fr", "zh", "ja"]
+    # an exact linear relation: every resample's r is 1, so every interval is [1, 1]
+    exact = table1_row(similarity, 0.5 * similarity + 0.2, languages, high, n_boot=200)
+    for cell in ("direct", "split_with_high", "split_low", "within_high", "split"):
+        assert (exact[cell].r, exact[cell].low, exact[cell].high) == pytest.approx((1.0, 1.0, 1.0))
+    # noise: the interval is the 2.5th / 97.5th percentile of r over language resamples, drawn within the
+    # high- (en fr zh ja) and low-resource groups; Split's resample is the mean of its parts' resamples
+    b = rng.uniform(size=(8, 8))
+    linguistic = 0.3 * similarity + (b + b.T) / 2
+    row = table1_row(similarity, linguistic, languages, high, n_boot=400, seed=7)
+    counts = language_counts([1, 1, 1, 1, 0, 0, 0, 0], 400, 7)
+    pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
+    direct = resampled_pair_correlation(similarity, linguistic, pairs, counts)
+    assert (row["direct"].low, row["direct"].high) == pytest.approx(tuple(np.nanquantile(direct, [0.025, 0.975])))
+    with_high = resampled_pair_correlation(similarity, linguistic, [(i, j) for i, j in pairs if i < 4], counts)
+    low = resampled_pair_correlation(similarity, linguistic, [(i, j) for i, j in pairs if i >= 4], counts)
+    split = (with_high + low) / 2
+    assert (row["split"].low, row["split"].high) == pytest.approx(tuple(np.nanquantile(split, [0.025, 0.975])))
+    assert row["direct"].low < row["direct"].r < row["direct"].high
+    # seeded: the same numbers again
+    again = table1_row(similarity, linguistic, languages, high, n_boot=400, seed=7)
+    assert again["direct"] == row["direct"]
+
+
+def test_table1_interval_is_missing_when_most_resamples_have_no_correlation():
+    # three low-resource languages: a resample holds three distinct low-low pairs only when it draws all
+    # three (6 of 27 draws), so r is undefined in most resamples and no interval is given
+    languages = ["en", "sw", "ny", "ta"]
+    similarity = np.array([[1, 0.2, 0.5, 0.3], [0.2, 1, 0.7, 0.1], [0.5, 0.7, 1, 0.6], [0.3, 0.1, 0.6, 1]])
+    linguistic = similarity ** 2
+    row = table1_row(similarity, linguistic, languages, high=["en"], n_boot=300)
+    assert not np.isnan(row["split_low"].r) and np.isnan(row["split_low"].low) and np.isnan(row["split"].low)
+    assert not np.isnan(row["direct"].low)  # en is in every resample: most draw at least 3 distinct pairs
+
+
+def test_directionality_interval_is_a_paired_bootstrap_over_the_targets_test_pairs():
+    from mvplatform.crosslingual import directionality_intervals
+    from mvplatform.uncertainty import transfer_resamples
+
+    # one layer; en's vector reads x, sw's reads y. On en's 4 test pairs en's own vector is right on all,
+    # sw's on 2 (y = -1 on two); on sw's 4 pairs sw's own is right on all, en's on 2. A resample of sw's
+    # pairs draws k1 ~ Binomial(4, 1/2) of the pairs en reads right: T(en -> sw) = k1 / 4 - 1, in
+    # [-1, 0] (P(k1 = 0) = P(k1 = 4) = 1/16 > 2.5%); likewise T(sw -> en) = k2 / 4 - 1 with k2 independent
+    # (another target). high_minus_low = (k1 - k2) / 4: P(k1 - k2 >= 3) = 9/256 = 3.5% > 2.5% and
+    # P(k1 - k2 = 4) = 1/256 < 2.5%, so the interval is [-0.75, 0.75] around the point 0.
+    directions = {"en": np.array([[1.0, 0.0]]), "sw": np.array([[0.0, 1.0]])}
+    en = np.array([[[1.0, 1.0]], [[1.0, 1.0]], [[1.0, -1.0]], [[1.0, -1.0]]])
+    sw = np.array([[[1.0, 1.0]], [[1.0, 1.0]], [[-1.0, 1.0]], [[-1.0, 1.0]]])
+    states = {"en": (en, np.zeros_like(en)), "sw": (sw, np.zeros_like(sw))}
+    languages, resampled = transfer_resamples(directions, states, n_boot=2000)
+    assert languages == ["en", "sw"] and resampled.shape == (2000, 2, 2)
+    vectors = {lang: ConceptVectors([1], d, "cluster_mean") for lang, d in directions.items()}
+    point = directionality(transfer(vectors, states), high=["en"])
+    assert (point.high_to_low, point.low_to_high, point.high_minus_low) == (-0.5, -0.5, 0.0)
+    ci = directionality_intervals(resampled, languages, ["en"], point)
+    assert (ci["high_to_low"].low, ci["high_to_low"].high) == (-1.0, 0.0)
+    assert (ci["low_to_high"].low, ci["low_to_high"].high) == (-1.0, 0.0)
+    assert (ci["high_minus_low"].point, ci["high_minus_low"].low, ci["high_minus_low"].high) == (0.0, -0.75, 0.75)
+    assert np.isnan(ci["within_high"].point) and np.isnan(ci["within_high"].low)  # one high-resource language
+
+
 def test_uriel_similarities_are_symmetric_and_sensible():
     languages = ["en", "fr", "es", "ja"]
     genetic = similarity_matrix(languages, "genetic")
@@ -110,3 +178,27 @@ def test_consistency_stays_within_minus_one_and_one():
                "fr": ConceptVectors(list(range(1, 9)), base * (1 + 1e-12), "cluster_mean")}
     result = consistency(vectors)
     assert result.max.max() <= 1.0 and result.per_layer.min() >= -1.0
+
+
+def test_tables_show_the_intervals():
+    from mvplatform.crosslingual import ConceptAnalysis, Correlation, Directionality, ModelTable1
+    from mvplatform.figures import directionality_table, model_table1_text
+    from mvplatform.uncertainty import CrossLingualIntervals, Interval
+
+    d = Directionality(-0.05, -0.2, 0.0, float("nan"))
+    ci = {"high_to_low": Interval(-0.05, -0.1, 0.0), "low_to_high": Interval(-0.2, -0.3, -0.1),
+          "high_minus_low": Interval(0.15, 0.05, 0.25), "within_high": Interval(0.0, -0.02, 0.02),
+          "within_low": Interval(float("nan"), float("nan"), float("nan"))}
+    analysis = ConceptAnalysis("m", "morality", ["en", "fr", "sw"], directionality=d,
+                               intervals=CrossLingualIntervals(directionality=ci))
+    text = directionality_table([analysis])
+    assert "| m | morality | -5.0 [-10.0, +0.0] | -20.0 [-30.0, -10.0] | +15.0 [+5.0, +25.0] | +0.0 [-2.0, +2.0] | – |" \
+        in text
+    # without evidence: the numbers alone
+    assert "| m | morality | -5.0 | -20.0 | +15.0 | +0.0 | – |" in directionality_table([ConceptAnalysis(
+        "m", "morality", ["en", "fr", "sw"], directionality=d)])
+    cells = {"genetic": {"direct": Correlation(0.456, 0.01, 10, 0.1, 0.71),
+                         "split": Correlation(0.2, float("nan"), 10)}}
+    markdown, table_csv = model_table1_text([ModelTable1("m", ["en", "fr", "sw"], ["morality"], np.eye(3), cells)])
+    assert "| m | +0.46* [+0.10, +0.71] | +0.20 |" in markdown
+    assert "m,all,genetic,direct,0.4560,0.01,10,0.1000,0.7100" in table_csv

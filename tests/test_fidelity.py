@@ -446,7 +446,7 @@ def test_analyses_and_summary_use_the_papers_definitions_by_default(tmp_path):
     direct = row.cells["genetic"]["direct"].r
     assert f"| bloomz-560m | {direct:+.2f}" in text
     rows = (tmp_path / "table1_linguistic.csv").read_text().splitlines()
-    assert rows[0] == "model,concept,feature,cell,r,p,n_pairs"
+    assert rows[0] == "model,concept,feature,cell,r,p,n_pairs,ci_low,ci_high"
     assert f"bloomz-560m,all,genetic,direct,{direct:.4f}" in "\n".join(rows)
     assert any(line.startswith("bloomz-560m,morality,genetic,within_high,") for line in rows)
     heat = (tmp_path / "consistency_bloomz-560m.csv").read_text().splitlines()
@@ -495,3 +495,8 @@ def test_tracker_logs_both_layer_reductions_and_the_per_model_table1(tmp_path):
     assert parent["table1/gemma3-270m/syntactic_direct"] == pytest.approx(row.cells["syntactic"]["direct"].r)
     assert parent["table1/gemma3-270m/genetic_split_with_high"] == pytest.approx(
         row.cells["genetic"]["split_with_high"].r)
+    direct = row.cells["syntactic"]["direct"]  # issue 16: the language-bootstrap interval beside r
+    assert not np.isnan(direct.low)
+    assert (parent["table1/gemma3-270m/syntactic_direct_ci_low"], parent["table1/gemma3-270m/syntactic_direct_ci_high"]) \
+        == pytest.approx((direct.low, direct.high))
+    assert child.data.metrics["r_syntactic_direct_ci_low"] == pytest.approx(concept.linguistic["syntactic"]["direct"].low)

@@ -178,6 +178,9 @@ def test_resubmitting_with_more_analyses_runs_no_forward_pass(submission, tiny_m
     for run in runs:  # issue 16: bootstrap intervals of consistency and transfer
         metrics = run.data.metrics
         assert metrics["mean_consistency_ci_low"] <= metrics["mean_consistency"] <= metrics["mean_consistency_ci_high"]
+        for direction in ("high_to_low", "within_high"):  # paired bootstrap of each direction's mean transfer
+            if f"transfer_{direction}" in metrics:
+                assert metrics[f"transfer_{direction}_ci_low"] <= metrics[f"transfer_{direction}_ci_high"]
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"transfer_scores_ci_low.json", "consistency_matrix_ci_high.json"} <= names
     extract = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{second.parent_run_id}' "

@@ -178,6 +178,63 @@ def test_permutation_chance_is_deterministic_and_near_half_on_noise():
     assert a.shape == (2,) and ((a >= 0.6) & (a <= 1.0)).all()  # 10 test pairs: the 95th percentile is well above 0.5
 
 
+@pytest.mark.parametrize("orientation", ["authors", "majority", "repe"])
+def test_permutation_chance_on_pure_noise_is_the_binomial_95th_percentile(orientation):
+    """A known answer (issue 16 item 4): when pos and neg are independent noise, a vector from shuffled
+    training labels is independent of the test pairs, each of the m test pairs is right with probability
+    1/2 independently, and accuracy is Binomial(m, 1/2) / m: mean 0.5, sd sqrt(0.25 / m), 95th
+    percentile ~ 0.5 + 1.645 sqrt(0.25 / m) = 0.5411 for m = 400."""
+    from mvplatform.uncertainty import permutation_accuracy
+
+    rng = np.random.default_rng(11)
+    pos, neg = rng.normal(size=(460, 4, 16)), rng.normal(size=(460, 4, 16))
+    accuracy = permutation_accuracy(pos[:60], neg[:60], pos[60:], neg[60:], "cluster_mean", n_perm=200, seed=2,
+                                     orientation=orientation)  # [200 permutations, 4 layers]
+    expected = 0.5 + 1.645 * math.sqrt(0.25 / 400)
+    # 800 draws of Binomial(400, 1/2) / 400: the mean within 3 standard errors (0.025 / sqrt(800) = 0.0009),
+    # the spread within 10%, the 95th percentile within 3 of its standard errors (~0.0019)
+    assert accuracy.mean() == pytest.approx(0.5, abs=0.003)
+    assert accuracy.std() == pytest.approx(math.sqrt(0.25 / 400), rel=0.1)
+    assert np.quantile(accuracy, 0.95) == pytest.approx(expected, abs=0.006)
+    # per layer (what a cell reports), 200 draws each: within 3 standard errors (~0.0037)
+    chance = permutation_chance(pos[:60], neg[:60], pos[60:], neg[60:], "cluster_mean", n_perm=200, seed=2,
+                                orientation=orientation)
+    np.testing.assert_allclose(chance, expected, atol=0.012)
+
+
+def test_pca_chance_level_follows_its_own_accuracy_because_its_axis_ignores_the_labels():
+    """Documented limit (docs/fidelity.md): PCA finds its axis in the spread of the pair differences, labels
+    or not, so shuffled labels only pick the axis's sign and the chance level lands on the real accuracy;
+    cluster means need the labels for the axis too, and stay well below it."""
+    from mvplatform.concepts import recognition_accuracy
+
+    rng = np.random.default_rng(0)
+    pos = rng.normal(size=(260, 1, 16))
+    pos[:, :, 0] += 2.0  # every pair differs along axis 0 (size 2 against unit noise in 16 dimensions)
+    neg = np.zeros_like(pos)
+    for method, gap in (("pca", None), ("cluster_mean", 0.15)):
+        accuracy = recognition_accuracy(extract_vectors(pos[:60], neg[:60], [1], method, 1), pos[60:], neg[60:])[0]
+        chance = permutation_chance(pos[:60], neg[:60], pos[60:], neg[60:], method, n_perm=200, seed=1)[0]
+        assert accuracy > 0.9
+        if gap is None:
+            assert chance == pytest.approx(accuracy, abs=0.02)
+        else:
+            assert chance < accuracy - gap
+
+
+def test_pooled_fold_chance_on_pure_noise_counts_every_pair():
+    """Under 5-fold cross-validation each permutation's accuracy is pooled over the folds' test pairs, so on
+    noise it is Binomial(N, 1/2) / N over all N = 200 pairs: 95th percentile ~ 0.5 + 1.645 sqrt(0.25 / 200)."""
+    from mvplatform.extraction import PairStates, recognise
+    from mvplatform.spec import ExtractSpec
+
+    rng = np.random.default_rng(5)
+    pos, neg = rng.normal(size=(200, 3, 8)).astype(np.float32), rng.normal(size=(200, 3, 8)).astype(np.float32)
+    ev = recognise(PairStates(pos, neg, 160, [1, 2, 3]), "m", "c", "en", ExtractSpec(folds=5, intervals=True)).evidence
+    assert ev.n_eval == 200
+    np.testing.assert_allclose(ev.chance, 0.5 + 1.645 * math.sqrt(0.25 / 200), atol=0.016)  # 3 SE of a 200-draw quantile
+
+
 def test_consistency_interval_is_exact_when_every_pair_agrees():
     # Every en pair differs by (1, 0) and every fr pair by (1, 1): every resample gives the same
     # vectors, so the cosine 1/sqrt(2) has a zero-width interval.
@@ -310,6 +367,47 @@ def test_transfer_intervals_are_paired_bootstraps_of_the_score():
     assert (result.low[1, 0], result.high[1, 0]) == (0.0, 0.0)
     assert result.low[0, 1] == -1.0 and result.high[0, 1] == 0.0  # a resample can draw only x-right or x-wrong pairs
     assert result.low[0, 0] == result.high[0, 0] == 0.0
+
+
+def test_weighted_pearson_is_pearson_on_the_repeated_points():
+    from scipy import stats
+
+    from mvplatform.uncertainty import weighted_pearson
+
+    x, y = np.array([0.9, 0.5, 0.1, 0.3]), np.array([0.8, 0.6, 0.2, 0.7])
+    weights = np.array([[2, 2, 1, 0], [1, 1, 1, 1], [3, 0, 0, 1], [1, 1, 0, 0]], dtype=float)
+    r = weighted_pearson(x, y, weights)
+    # row 0 by hand: points (0.9, 0.8) x2, (0.5, 0.6) x2, (0.1, 0.2): means 0.58 and 0.6,
+    # Sxy = 0.32, Sxx = 0.448, Syy = 0.24 -> r = 0.32 / sqrt(0.448 * 0.24) = 0.97590
+    assert r[0] == pytest.approx(0.32 / math.sqrt(0.448 * 0.24)) == pytest.approx(0.97590, abs=1e-5)
+    assert r[1] == pytest.approx(stats.pearsonr(x, y)[0])
+    assert math.isnan(r[2]) and math.isnan(r[3])  # two distinct points: no correlation (as correlate_pairs)
+    assert math.isnan(weighted_pearson(np.array([1.0, 1, 1]), y[:3], np.ones((1, 3)))[0])  # a constant side
+
+
+def test_language_bootstrap_resamples_within_the_resource_groups():
+    from mvplatform.uncertainty import language_counts
+
+    counts = language_counts([1, 0, 0, 0, 1, 0], n_boot=300, seed=3)
+    assert counts.shape == (300, 6)
+    assert (counts[:, [0, 4]].sum(axis=1) == 2).all() and (counts[:, [1, 2, 3, 5]].sum(axis=1) == 4).all()
+    np.testing.assert_array_equal(counts, language_counts([1, 0, 0, 0, 1, 0], n_boot=300, seed=3))
+    # one high-resource language (LLaMA2's en) is drawn exactly once in every resample
+    assert (language_counts([1, 0, 0, 0], n_boot=50)[:, 0] == 1).all()
+
+
+def test_resampled_pair_correlation_counts_pairs_of_drawn_languages():
+    from mvplatform.uncertainty import resampled_pair_correlation
+
+    # languages 0, 1, 2, 3 drawn 2, 1, 1, 0 times: pairs (0,1) x2, (0,2) x2, (1,2) x1; no (0,0) pair
+    similarity = np.array([[1, 0.9, 0.5, 0.4], [0.9, 1, 0.1, 0.3], [0.5, 0.1, 1, 0.2], [0.4, 0.3, 0.2, 1]])
+    linguistic = np.array([[1, 0.8, 0.6, 0.1], [0.8, 1, 0.2, 0.9], [0.6, 0.2, 1, 0.5], [0.1, 0.9, 0.5, 1]])
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    r = resampled_pair_correlation(similarity, linguistic, pairs, np.array([[2.0, 1, 1, 0], [1, 1, 1, 1]]))
+    assert r[0] == pytest.approx(0.32 / math.sqrt(0.448 * 0.24))  # the hand-worked points above
+    from scipy import stats
+
+    assert r[1] == pytest.approx(stats.pearsonr([similarity[p] for p in pairs], [linguistic[p] for p in pairs])[0])
 
 
 def test_fisher_interval_matches_pearson():

@@ -334,7 +334,8 @@ def check_instructions(folder: Path, languages: Iterable[str] = LANGUAGES,
 
 def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS, limits: CueLimits = CueLimits()) -> str:
     """The data card's generated block: pairs per concept x language, the surface cues, and, when the
-    folders sit next to ``root`` (as in the built-in set), back-translation results and instruction counts."""
+    folders sit next to ``root`` (as in the built-in set), back-translation results, instruction counts
+    and the judges' agreement with the labelled responses in ``judge_labels/``."""
     languages = list(LANGUAGES)
     reports = {concept: {r.language: r for r in check_concept(root, concept, languages, min_pairs=0,
                                                                 min_cue_pairs=limits.min_cue_pairs)}
@@ -356,6 +357,12 @@ def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS, limits: Cue
                 instruction_backtranslation_summary(backtranslation / "instructions", instructions)))
     if instructions.is_dir():
         parts.append(instruction_counts(instructions))
+    labels, lexicon = root.parent / "judge_labels", root.parent / "lexicons" / "refusal.json"
+    if (labels / "responses.json").is_file() and lexicon.is_file():
+        from mvplatform.judge_agreement import card_block  # only the card needs the judges
+
+        phrases = json.loads(lexicon.read_text(encoding="utf-8"))
+        parts.append(card_block(labels, {lang: [p.lower() for p in items] for lang, items in phrases.items()}))
     return "\n\n".join(parts)
 
 

@@ -188,15 +188,22 @@ def record_verdicts(judge_name: str, items: list[LabelledResponse], verdicts: li
             "verdicts": {item.id: {"label": v.label, "reason": v.reason} for item, v in zip(items, verdicts)}}
 
 
-def stored_verdicts(path: Path, items: list[LabelledResponse]) -> tuple[dict[str, object], list[Verdict]]:
-    """Read :func:`record_verdicts` output back, in ``items`` order; every item must have a verdict."""
+def stored_verdicts(path: Path, items: list[LabelledResponse]
+                    ) -> tuple[dict[str, object], list[LabelledResponse], list[Verdict]]:
+    """Read :func:`record_verdicts` output back: the record, the labelled items it covers (a slow judge
+    may have been run on a subset) and their verdicts, in ``items`` order. A verdict for an id that is
+    not labelled (any more) is an error: the file is stale."""
     record = read_json(path)
-    stored = record.get("verdicts", {}) if isinstance(record, dict) else {}
-    missing = [item.id for item in items if item.id not in stored]
-    if missing:
-        raise DataError(f"{path}: no stored verdict for {len(missing)} labelled response(s) (first: {missing[0]}); "
+    stored = record.get("verdicts") if isinstance(record, dict) else None
+    if not isinstance(stored, dict) or not stored:
+        raise DataError(f"{path}: expected an object with a non-empty 'verdicts' object (id -> {{label, reason}})")
+    known = {item.id for item in items}
+    stale = sorted(set(stored) - known)
+    if stale:
+        raise DataError(f"{path}: {len(stale)} verdict(s) for responses that are not labelled (first: {stale[0]}); "
                         "re-record the judge's verdicts on the current labels")
-    return record, [Verdict(stored[item.id]["label"], stored[item.id]["reason"]) for item in items]
+    covered = [item for item in items if item.id in stored]
+    return record, covered, [Verdict(stored[item.id]["label"], stored[item.id]["reason"]) for item in covered]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,10 +243,13 @@ def card_block(folder: Path, lexicon: dict[str, list[str]]) -> str:
     keyword = {"refusal-keywords": KeywordJudge(lexicon),
                "refusal-keywords + relevance": KeywordJudge(lexicon, relevance=True)}
     verdicts = {name: judge_labels(judge, items) for name, judge in keyword.items()}
-    for path in sorted(folder.glob("verdicts_*.json")):
-        record, stored = stored_verdicts(path, items)
-        verdicts[str(record.get("title", record.get("judge", path.stem)))] = stored
     results = {name: by_language(items, v) for name, v in verdicts.items()}
+    for path in sorted(folder.glob("verdicts_*.json")):
+        record, covered, stored = stored_verdicts(path, items)
+        title = str(record.get("title", record.get("judge", path.stem)))
+        if len(covered) < len(items):
+            title += f", {len(covered)} of {len(items)} responses"
+        results[title] = by_language(covered, stored)
     held = {f"{name}, held-out half": [agreement(*select(items, verdicts[name], "held-out"), "all")]
             for name in keyword}
     note = ("The relevance rule (`mvplatform.judges.relevance`) was written looking at the keyword judge's "

@@ -82,14 +82,14 @@ def test_per_language_rows_end_with_all():
     assert "| j | fr | 2 | 0.00 (0.00-0.79, 0/1) | 0.00 (0.00-0.79, 0/1) | – |" in table
 
 
-def test_stored_verdicts_round_trip_and_must_cover_every_label(tmp_path: Path):
-    verdicts = [Verdict("followed", "p(yes)=0.71")] * len(TINY)
+def test_stored_verdicts_round_trip_on_a_subset_and_refuse_stale_ids(tmp_path: Path):
+    verdicts = [Verdict("followed", "p(yes)=0.71")] * 3
     path = tmp_path / "verdicts_model.json"
-    path.write_text(json.dumps(record_verdicts("model", TINY, verdicts, {"title": "model (x)"})), encoding="utf-8")
-    record, back = stored_verdicts(path, TINY)
-    assert record["title"] == "model (x)" and back == verdicts
-    with pytest.raises(DataError, match="no stored verdict for 1"):
-        stored_verdicts(path, [*TINY, item(8, "harmful", "refused", "No.")])
+    path.write_text(json.dumps(record_verdicts("model", TINY[:3], verdicts, {"title": "model (x)"})), encoding="utf-8")
+    record, covered, back = stored_verdicts(path, TINY)  # a slow judge run on 3 of the 7 labels
+    assert record["title"] == "model (x)" and covered == TINY[:3] and back == verdicts
+    with pytest.raises(DataError, match="1 verdict\\(s\\) for responses that are not labelled \\(first: t1\\)"):
+        stored_verdicts(path, TINY[1:])
 
 
 def test_bad_labels_are_refused(tmp_path: Path):

@@ -17,7 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mvplatform.control import MODE_LABELS, LanguageEvaluation
 from mvplatform.figures import control_curves_figure, table2, table2_figure, table2_text
-from mvplatform.search import StudyResult, trial_table
+from mvplatform.search import StudyResult, TrialRecord, trial_table
 from mvplatform.spec import ControlSpec
 from mvplatform.uncertainty import PairedTest, mcnemar, wilson
 from tracking.runs import SubmissionTracker, _now
@@ -87,12 +87,27 @@ class ControlTracker:
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000],
                                   params=params if start == 0 else [],
                                   tags=[RunTag("best", best_text)] if start == 0 else [])
+        front = pareto_front(result.trials, result.direction) if self._multi_objective() else []
+        if front:  # a multi-objective study (guard.use: objective): its Pareto front, as metrics and a table
+            pareto = [Metric("pareto_trials", len(front), now, 0)]
+            for r in front:  # step = trial number, as the trial_* metrics
+                pareto += [Metric("pareto_following_rate", r.following_rate, now, r.number),
+                           Metric("pareto_harmless_rate", r.harmless_rate, now, r.number),
+                           Metric("pareto_strength", r.setting.strength, now, r.number)]
+            self.client.log_batch(run_id, metrics=pareto,
+                                  tags=[RunTag("pareto_front", ",".join(str(r.number) for r in front))])
+            rows = [row for row in trial_table(result) if row["trial"] in {r.number for r in front}]
+            self.client.log_table(run_id, {key: [row[key] for row in rows] for key in rows[0]}, "pareto_front.json")
         with self.tracker._staging() as folder:
             (folder / "trials.json").write_text(json.dumps(trial_table(result), indent=1))
             self._optuna_plots(result, storage_path, folder)
             self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def _multi_objective(self) -> bool:
+        guard = self.control.search.guard
+        return guard is not None and guard.use == "objective"
 
     def _optuna_plots(self, result: StudyResult, storage_path: str | None, folder: Path) -> None:
         """Optuna's own history and importance plots, read back from the study's journal."""
@@ -110,6 +125,9 @@ class ControlTracker:
                      study, target=(lambda t: t.values[0]) if multi else None, target_name="following rate"),
                  "param_importances.png": lambda: optuna_plots.plot_param_importances(
                      study, target=(lambda t: t.values[0]) if multi else None, target_name="following rate")}
+        if multi:
+            plots["pareto_front.png"] = lambda: optuna_plots.plot_pareto_front(
+                study, target_names=["following rate", "harmless rate"])
         for file, plot in plots.items():
             try:
                 with warnings.catch_warnings():
@@ -195,6 +213,27 @@ class ControlTracker:
             self.client.log_artifacts(self.tracker.parent_id, str(folder),
                                       artifact_path=f"summary/control/{self.model}")
         return {"rows": rows, "markdown": markdown}
+
+
+def pareto_front(trials: list[TrialRecord], direction: str) -> list[TrialRecord]:
+    """The completed trials no other trial beats on both objectives, in trial order.
+
+    The objectives of a multi-objective study: the following rate (``direction``) and the harmless
+    rate (maximised). A trial is dominated when another is at least as good on both and better on one.
+
+    >>> from mvplatform.control import Setting
+    >>> t = lambda n, f, h: TrialRecord(n, Setting(1, 1, 0.5), f, h, "COMPLETE", True)
+    >>> [r.number for r in pareto_front([t(0, 0.2, 0.5), t(1, 0.4, 0.9), t(2, 0.3, 0.4), t(3, 0.2, 0.5)], "minimize")]
+    [0, 1, 3]
+    """
+    sign = 1.0 if direction == "minimize" else -1.0
+    scored = [(r, (sign * r.following_rate, -r.harmless_rate)) for r in trials
+              if r.state == "COMPLETE" and r.following_rate is not None and r.harmless_rate is not None]
+
+    def dominated(point: tuple[float, float]) -> bool:
+        return any(other[0] <= point[0] and other[1] <= point[1] and other != point for _, other in scored)
+
+    return [r for r, point in scored if not dominated(point)]
 
 
 def following_intervals(evaluations: list[LanguageEvaluation]) -> tuple[str, dict[str, PairedTest]]:

@@ -38,6 +38,8 @@ SLOW = {
     "peers": ["extraction_time_mvp_over_fastest_peer[tiny-llama]", "min_cosine_same_read_point[tiny-llama]",
               "steered_tokens_per_s_mvp_over_fastest_peer[tiny-llama]",
               "search_trials_per_min_mvp_over_peer_loop[tiny-llama]"],
+    # a two-node Ray cluster + MLflow server on this machine (tests/cluster.py), 8 items
+    "cluster_scale": ["overhead_per_item_ms", "status_seconds", "report_seconds"],
 }
 CASES = [pytest.param(name, keys, id=name) for name, keys in FAST.items()] + [
     pytest.param(name, keys, id=name, marks=pytest.mark.slow) for name, keys in SLOW.items()]

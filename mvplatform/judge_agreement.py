@@ -19,8 +19,7 @@ data card without running its model. Pure science code: no Ray, no MLflow.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def load_labels(path: Path | None = None) -> list[LabelledResponse]:
 
 @dataclass(frozen=True)
 class Share:
-    """``hits`` of ``n`` with its 95% Wilson interval (all NaN-free: n = 0 gives None)."""
+    """``hits`` of ``n`` with its 95% Wilson interval; with ``n = 0`` there is no share (None, "–"), not 0."""
 
     hits: int
     n: int
@@ -222,17 +221,15 @@ def agreement_table(results: dict[str, list[Agreement]]) -> str:
     return "\n".join(lines)
 
 
-def label_counts(items: Iterable[LabelledResponse]) -> str:
-    """One line: responses per label, kind, and source (organism, base, base steered)."""
-    items = list(items)
-    def count(pred) -> int:  # noqa: ANN001 - a small local predicate
-        return sum(pred(i) for i in items)
-    labels = ", ".join(f"{count(lambda i, lab=lab: i.label == lab)} {lab}" for lab in LABELS)
-    sources = ", ".join(f"{count(lambda i, m=m, s=s: i.model == m and i.steered == s)} {m}{' steered' if s else ''}"
-                        for m, s in dict.fromkeys((i.model, i.steered) for i in items))
+def label_counts(items: list[LabelledResponse]) -> str:
+    """One line: responses per kind, language, label and source (model, steered or not)."""
+    labels = Counter(i.label for i in items)
+    sources = Counter(f"{i.model}{' steered' if i.steered else ''}" for i in items)
+    kinds = Counter(i.kind for i in items)
     languages = " ".join(dict.fromkeys(i.language for i in items))
-    return (f"Judge labels: {len(items)} responses ({count(lambda i: i.kind == 'harmful')} harmful, "
-            f"{count(lambda i: i.kind == 'harmless')} harmless) in {languages}; {labels}; from {sources}.")
+    return (f"Judge labels: {len(items)} responses ({kinds['harmful']} harmful, {kinds['harmless']} harmless) in "
+            f"{languages}; " + ", ".join(f"{labels[lab]} {lab}" for lab in LABELS) + "; from "
+            + ", ".join(f"{n} {source}" for source, n in sources.items()) + ".")
 
 
 def card_block(folder: Path, lexicon: dict[str, list[str]]) -> str:

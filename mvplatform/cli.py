@@ -231,7 +231,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.spec)
     if args.deep:
         from mvplatform.extraction import layer_numbers
-        from ray_jobs.submit import prepare_data
+        from mvplatform.inputs import prepare_data
         from mvplatform.models import check_local_weights, model_depth
 
         for warning in prepare_data(spec, args.spec.resolve().parent).warnings:
@@ -247,7 +247,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 def control_plan(spec) -> str:  # noqa: ANN001 - a Spec with control set
     """What the control stage will run, in generations, so its cost is visible before a submit."""
-    from ray_jobs.control import search_languages
+    from mvplatform.control import search_languages
 
     c = spec.control
     studies = search_languages(c, spec.control_languages)

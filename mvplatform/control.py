@@ -19,13 +19,14 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from mvplatform.concepts import ConceptVectors
+from mvplatform.errors import SpecError
 from mvplatform.judges import Judge, Verdict, following_rate
 from mvplatform.registry import CONTROL_MODES
+from mvplatform.spec import ControlSpec, ModelSpec, Spec
 from mvplatform.steering import Steering
 
 if TYPE_CHECKING:
     from mvplatform.models import LoadedModel
-    from mvplatform.spec import ControlSpec
 
 
 @dataclass(frozen=True, order=True)
@@ -286,3 +287,39 @@ def evaluation_to_json(evaluation: LanguageEvaluation) -> dict[str, object]:
 def evaluation_from_json(data: dict[str, object]) -> LanguageEvaluation:
     """The evaluation back from :func:`evaluation_to_json`'s JSON; a ``ValueError`` when it is not one."""
     return _evaluation_json().validate_python(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a spec's control stage asks for (checked and counted before any work)
+
+
+def search_languages(control: ControlSpec, languages: list[str]) -> list[str]:
+    """Languages that need a study: all for LS-Control, English alone for En-Control, none otherwise."""
+    if "language_specific" in control.modes:
+        return list(languages)
+    return ["en"] if "english_source" in control.modes else []
+
+
+def control_steps(spec: Spec) -> int:
+    """Progress units of the control stage per model: studies plus per-language evaluations."""
+    if spec.control is None:
+        return 0
+    languages = spec.control_languages
+    return len(search_languages(spec.control, languages)) + len(languages)
+
+
+def check_control(spec: Spec, n_layers: int, model: ModelSpec) -> None:
+    """Control settings that need the model's depth: refused before any work, like extract.layers."""
+    control = spec.control
+    if control is None:
+        return
+    first = control.search.layers.start[0]
+    if first > n_layers:
+        raise SpecError(f"control.search.layers.start: windows start at layer {first} or later, but "
+                        f"{model.name} has {n_layers} decoder layers; use a start range within 1..{n_layers}")
+    if spec.extract.layers != "all":
+        reach = range(first, min(n_layers, control.search.layers.start[1] + control.search.layers.width[1] - 1) + 1)
+        missing = [layer for layer in reach if layer not in spec.extract.layers]
+        if missing:
+            raise SpecError(f"control.search.layers: windows can reach layers {missing} that extract.layers "
+                            "does not extract; set extract.layers: all or narrow the window ranges")

@@ -27,3 +27,12 @@ class ModelError(MvpError):
 
 class TrackingError(MvpError):
     """The MLflow store cannot be reached or written."""
+
+
+def root_cause(exc: BaseException) -> str:
+    """The user-facing message of an error, also one raised inside a Ray worker (its ``cause``)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

@@ -5,31 +5,32 @@ Studies run inside the model actors (an actor runs its study's batches back to b
 round trip per trial) and spread over the pool's workers, so ``resources.model_workers: 4`` runs
 four languages at once. A study's trials are stored in a journal file under the result store,
 named by the content of everything the study depends on: a re-submission resumes an interrupted
-study and reuses a finished one without generating anything.
+study and reuses a finished one without generating anything. A language's mode evaluation is a
+JSON record in the store under its content key, so a re-submission reuses it too.
+
+The driver runs the searches (:func:`run_searches`), then the modes (:func:`run_modes`); jobs
+go to the pool's free actors through :func:`ray_jobs.dispatch.dispatch`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import ray
-from rich.progress import Progress, TaskID
-
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask,
-                                curve_strengths, evaluate_language, evaluation_from_json, evaluation_to_json,
-                                plan_modes)
+from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask, curve_strengths,
+                                evaluate_language, evaluation_from_json, evaluation_to_json, plan_modes,
+                                search_languages)
 from mvplatform.data import InstructionSplit
+from mvplatform.errors import root_cause
 from mvplatform.extraction import ExtractionResult
 from mvplatform.judges import build_judge
 from mvplatform.models import LoadedModel, load_model, model_fingerprint
 from mvplatform.search import StudyResult, run_study
 from mvplatform.spec import ControlSpec, ModelSpec, Spec
+from mvplatform.statestore import StateStore, array_digest, content_key
+from ray_jobs.dispatch import ProgressHooks, dispatch
 
 
 @dataclass(frozen=True)
@@ -76,57 +77,41 @@ def run_evaluation_job(controller: Controller, job: EvaluationJob) -> LanguageEv
 # Driver side
 
 
-def search_languages(control: ControlSpec, languages: list[str]) -> list[str]:
-    """Languages that need a study: all for LS-Control, English alone for En-Control, none otherwise."""
-    if "language_specific" in control.modes:
-        return list(languages)
-    return ["en"] if "english_source" in control.modes else []
-
-
-def study_name(spec: Spec, model: ModelSpec, language: str, vectors: ConceptVectors, job_texts: list[str]) -> str:
+def study_name(spec: Spec, model: ModelSpec, language: str, vectors: ConceptVectors, texts: list[str]) -> str:
     """A name that changes whenever anything the study's outcome depends on changes."""
     control = spec.control
     assert control is not None
-    digest = hashlib.sha256()
-    digest.update(json.dumps(model_fingerprint(model), sort_keys=True).encode())
-    digest.update(np.ascontiguousarray(vectors.directions, dtype=np.float32).tobytes())
-    if vectors.norms is not None:
-        digest.update(np.ascontiguousarray(vectors.norms, dtype=np.float32).tobytes())
     relevant = control.model_dump(mode="json", exclude={"modes", "curve_points", "test_instructions", "languages"})
-    digest.update(json.dumps(relevant, sort_keys=True).encode())
-    digest.update("\x00".join(job_texts).encode())
-    return f"{model.short_name}-{control.concept}-{language}-{digest.hexdigest()[:12]}"
+    key = content_key({"model": model_fingerprint(model), "directions": array_digest(vectors.directions),
+                       "norms": array_digest(vectors.norms), "control": relevant, "texts": texts}, 12)
+    return f"{model.short_name}-{control.concept}-{language}-{key}"
 
 
-def evaluation_key(spec: Spec, model: ModelSpec, job: EvaluationJob) -> str:
+def evaluation_key(model: ModelSpec, job: EvaluationJob) -> str:
     """Content key of a language's mode evaluation: model, vectors, settings, instructions, control spec."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(model_fingerprint(model), sort_keys=True).encode())
-    for source in sorted(job.vectors):
-        digest.update(source.encode())
-        digest.update(np.ascontiguousarray(job.vectors[source].directions, dtype=np.float32).tobytes())
-        if job.vectors[source].norms is not None:
-            digest.update(np.ascontiguousarray(job.vectors[source].norms, dtype=np.float32).tobytes())
+    vectors = {source: [array_digest(v.directions), array_digest(v.norms)] for source, v in job.vectors.items()}
     tasks = [[t.mode, t.vectors_from, None if t.setting is None else [t.setting.start, t.setting.width,
                                                                       t.setting.strength]] for t in job.tasks]
     control = job.control.model_dump(mode="json", exclude={"search", "languages"})
-    digest.update(json.dumps([tasks, job.curve, job.harmful, control], sort_keys=True).encode())
-    return f"{model.short_name}-{job.control.concept}-{job.language}-{digest.hexdigest()[:16]}"
+    key = content_key({"model": model_fingerprint(model), "vectors": vectors, "tasks": tasks, "curve": job.curve,
+                       "harmful": job.harmful, "control": control}, 16)
+    return f"{model.short_name}-{job.control.concept}-{job.language}-{key}"
 
 
-def _read_evaluation(path: Path) -> LanguageEvaluation | None:
-    try:
-        return evaluation_from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: recompute
-        return None
+@dataclass(frozen=True)
+class ControlRun:
+    """What both phases of one model's control stage share."""
 
+    spec: Spec
+    model: ModelSpec
+    store: StateStore
+    force: bool  # recompute studies and evaluations whatever is stored
+    hooks: ProgressHooks = field(default_factory=ProgressHooks)
 
-def _write_evaluation(path: Path, evaluation: LanguageEvaluation) -> None:
-    """Atomic: a crash never leaves a half-written file that a later run trusts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".tmp-{os.getpid()}")
-    staging.write_text(json.dumps(evaluation_to_json(evaluation), ensure_ascii=False), encoding="utf-8")
-    os.replace(staging, path)
+    @property
+    def control(self) -> ControlSpec:
+        assert self.spec.control is not None
+        return self.spec.control
 
 
 @dataclass
@@ -137,98 +122,108 @@ class ControlOutcome:
     reused: list[str]
 
 
-def run_control(spec: Spec, model: ModelSpec, workers: list, n_layers: int, results: list[ExtractionResult],
-                instructions: dict[str, InstructionSplit], store_root: Path, force: bool,
-                progress: Progress, bar: TaskID, on_study=None, on_language=None) -> ControlOutcome:  # noqa: ANN001
+def run_control(run: ControlRun, workers: list, results: list[ExtractionResult],
+                instructions: dict[str, InstructionSplit],
+                on_study: Callable[[StudyResult], None] | None = None,
+                on_language: Callable[[LanguageEvaluation], None] | None = None) -> ControlOutcome:
     """Search every language that needs it, then evaluate every mode on the test instructions.
 
     ``on_study(result)`` and ``on_language(evaluation)`` are called as each finishes (logging).
     """
-    from ray_jobs.submit import root_cause  # the driver module; imported late to avoid a cycle
-
-    control = spec.control
-    assert control is not None
-    languages = spec.control_languages
+    control, model = run.control, run.model
     vectors = {r.language: r.vectors for r in results if r.concept == control.concept and r.model == model.short_name}
-    failures: dict[str, str] = {}
+    failures = {f"{model.short_name} / control / {language}": f"no {control.concept} vectors for {language} "
+                "(its extraction failed)" for language in run.spec.control_languages if language not in vectors}
+    wanted = search_languages(control, run.spec.control_languages)
+    to_search = [lang for lang in wanted if lang in vectors]
+    if len(wanted) - len(to_search) + len(failures):  # keep the count honest for languages not controlled
+        run.hooks.advance(len(wanted) - len(to_search) + len(failures))
+    studies = run_searches(run, workers, to_search, vectors, instructions, failures, on_study)
+    evaluations, reused = run_modes(run, workers, vectors, studies, instructions, failures, on_language)
+    return ControlOutcome(studies, evaluations, failures, reused)
+
+
+def run_searches(run: ControlRun, workers: list, languages: list[str], vectors: dict[str, ConceptVectors],
+                 instructions: dict[str, InstructionSplit], failures: dict[str, str],
+                 on_study: Callable[[StudyResult], None] | None = None) -> dict[str, StudyResult]:
+    """One Optuna study per language, each on the first free worker; failures go into ``failures``."""
+    control, model = run.control, run.model
+    run.hooks.describe(f"control search ({model.short_name}: {len(languages)} studies)")
+    jobs = []
     for language in languages:
-        if language not in vectors:
-            failures[f"{model.short_name} / control / {language}"] = (
-                f"no {control.concept} vectors for {language} (its extraction failed)")
-    studies: dict[str, StudyResult] = {}
-    to_search = [lang for lang in search_languages(control, languages) if lang in vectors]
-    skipped = len(search_languages(control, languages)) - len(to_search) + len(failures)
-    if skipped:  # keep the bar's count honest for languages that cannot be controlled
-        progress.advance(bar, skipped)
-    progress.update(bar, description=f"control search ({model.short_name}: {len(to_search)} studies)")
-    pending = {}
-    for i, language in enumerate(to_search):
         split = instructions[language]
         harmful = list(split.search["harmful"].values())[: control.search.instructions]
         harmless = list(split.search["harmless"].values())
-        name = study_name(spec, model, language, vectors[language], harmful + harmless)
-        path = store_root / "studies" / f"{name}.journal"
-        if force and path.exists():
+        name = study_name(run.spec, model, language, vectors[language], harmful + harmless)
+        path = run.store.study_path(name)
+        if run.force and path.exists():
             path.unlink()
-        job = StudyJob(control, language, vectors[language], harmful, harmless, str(path), name)
-        pending[workers[i % len(workers)].control_study.remote(job)] = language
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        language = pending.pop(ready[0])
-        try:
-            studies[language] = ray.get(ready[0])
-        except ray.exceptions.RayError as exc:
-            failures[f"{model.short_name} / control search / {language}"] = root_cause(exc)
-        else:
-            if on_study is not None:
-                on_study(studies[language])
-        progress.advance(bar)
+        jobs.append(StudyJob(control, language, vectors[language], harmful, harmless, str(path), name))
+    studies: dict[str, StudyResult] = {}
 
+    def done(job: StudyJob, study: StudyResult) -> None:
+        studies[job.language] = study
+        if on_study is not None:
+            on_study(study)
+        run.hooks.advance(1)
+
+    def failed(job: StudyJob, exc: Exception) -> None:
+        failures[f"{model.short_name} / control search / {job.language}"] = root_cause(exc)
+        run.hooks.advance(1)
+
+    dispatch(jobs, lambda job, worker: worker.control_study.remote(job), done, failed, workers)
+    return studies
+
+
+def run_modes(run: ControlRun, workers: list, vectors: dict[str, ConceptVectors], studies: dict[str, StudyResult],
+              instructions: dict[str, InstructionSplit], failures: dict[str, str],
+              on_language: Callable[[LanguageEvaluation], None] | None = None
+              ) -> tuple[list[LanguageEvaluation], list[str]]:
+    """Every mode of every language with vectors, reusing stored evaluations; (evaluations, reused languages)."""
+    control, model = run.control, run.model
+    languages = [lang for lang in run.spec.control_languages if lang in vectors]
     best = {language: study.best_setting for language, study in studies.items()}
-    tasks = plan_modes(control.modes, [lang for lang in languages if lang in vectors], best)
+    tasks = plan_modes(control.modes, languages, best)
     curve = curve_strengths(control.search.strength, control.curve_points)
-    progress.update(bar, description=f"control modes ({model.short_name}: "
-                                     f"{', '.join(MODE_LABELS[m] for m in control.modes)})")
-    pending: dict = {}
+    run.hooks.describe(f"control modes ({model.short_name}: {', '.join(MODE_LABELS[m] for m in control.modes)})")
     evaluations: list[LanguageEvaluation] = []
     reused: list[str] = []  # languages whose evaluation came from the result store
-    for i, language in enumerate(lang for lang in languages if lang in vectors):
+
+    def done(job: tuple[str, str], evaluation: LanguageEvaluation, stored: bool = False) -> None:
+        if not stored:
+            run.store.put_record("control", job[1], evaluation_to_json(evaluation))
+        evaluations.append(evaluation)
+        if on_language is not None:
+            on_language(evaluation)
+        run.hooks.advance(1)
+
+    def failed(job: tuple[str, str], exc: Exception) -> None:
+        failures[f"{model.short_name} / control modes / {job[0]}"] = root_cause(exc)
+        run.hooks.advance(1)
+
+    jobs: dict[tuple[str, str], EvaluationJob] = {}
+    for language in languages:
         own = [t for t in tasks if t.language == language]
         needed = {t.vectors_from for t in own if t.vectors_from} | {language}
         harmful = list(instructions[language].test["harmful"].values())[: control.test_instructions]
         job = EvaluationJob(control, language, own, {src: vectors[src] for src in needed if src in vectors},
                             harmful, curve if language in studies else [])
-        path = store_root / "control" / f"{evaluation_key(spec, model, job)}.json"
-        stored = None if force else _read_evaluation(path)
+        key = evaluation_key(model, job)
+        stored = None if run.force else _stored_evaluation(run.store, key)
         if stored is not None:
             reused.append(language)
-            evaluations.append(stored)
-            if on_language is not None:
-                on_language(stored)
-            progress.advance(bar)
-            continue
-        pending[workers[i % len(workers)].control_evaluate.remote(job)] = (language, path)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        language, path = pending.pop(ready[0])
-        try:
-            evaluation = ray.get(ready[0])
-        except ray.exceptions.RayError as exc:
-            failures[f"{model.short_name} / control modes / {language}"] = root_cause(exc)
+            done((language, key), stored, stored=True)
         else:
-            _write_evaluation(path, evaluation)
-            evaluations.append(evaluation)
-            if on_language is not None:
-                on_language(evaluation)
-        progress.advance(bar)
-    order = {lang: i for i, lang in enumerate(languages)}
+            jobs[(language, key)] = job
+    dispatch(jobs, lambda job, worker: worker.control_evaluate.remote(jobs[job]), done, failed, workers)
+    order = {lang: i for i, lang in enumerate(run.spec.control_languages)}
     evaluations.sort(key=lambda e: order[e.language])
-    return ControlOutcome(studies, evaluations, failures, reused)
+    return evaluations, reused
 
 
-def control_steps(spec: Spec) -> int:
-    """Progress-bar units of the control stage per model: studies plus per-language evaluations."""
-    if spec.control is None:
-        return 0
-    languages = spec.control_languages
-    return len(search_languages(spec.control, languages)) + len(languages)
+def _stored_evaluation(store: StateStore, key: str) -> LanguageEvaluation | None:
+    record = store.get_record("control", key)
+    try:
+        return None if record is None else evaluation_from_json(record)
+    except (ValueError, KeyError, TypeError):  # unreadable: recompute
+        return None

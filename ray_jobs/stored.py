@@ -1,7 +1,7 @@
 """A spec's concept vectors rebuilt from the result store, for ``mvp export SPEC`` (no model, no Ray, no MLflow).
 
 The store holds each cell's hidden states under the key a submission computes
-(:func:`ray_jobs.submit.item_state_key`); the vectors come from them by the same call a submission
+(:func:`mvplatform.inputs.item_state_key`); the vectors come from them by the same call a submission
 makes (:func:`mvplatform.extraction.recognise`, same extract settings and seed), so they equal the ones
 its runs logged. Intervals and cross-validation are skipped: they change no vector.
 """
@@ -13,10 +13,11 @@ from pathlib import Path
 from mvplatform.errors import DataError
 from mvplatform.export import CellVectors
 from mvplatform.extraction import recognise
+from mvplatform.inputs import item_state_key, prepare_data
 from mvplatform.models import model_fingerprint
 from mvplatform.spec import Spec, expand
 from mvplatform.statestore import StateStore
-from ray_jobs.submit import item_state_key, local_gpus, prepare_data
+from ray_jobs.submit import local_gpus
 
 
 def stored_vectors(spec: Spec, spec_path: Path, models: list[str] | None = None, concepts: list[str] | None = None,

@@ -25,24 +25,25 @@ from typing import Any, TypeVar
 
 import ray
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
-from mvplatform.control import MODE_LABELS, LanguageEvaluation
+from mvplatform.control import MODE_LABELS, LanguageEvaluation, check_control, control_steps
 from mvplatform.crosslingual import ConceptAnalysis, analyse_concept
-from mvplatform.data import (InstructionSplit, PairSplit, check_lengths, load_eval_pairs, load_instructions, load_split,
-                             pair_file, pair_texts, resolve_dataset, sandbox_root_for, split_warnings)
-from mvplatform.errors import SpecError
+from mvplatform.data import PairSplit
+from mvplatform.errors import SpecError, root_cause
 from mvplatform.extraction import ExtractionResult, PairStates, evaluate_on, layer_numbers, recognise
-from mvplatform.models import (PACKAGED, check_device_available, check_local_weights, converted_dir,
-                               default_cache_dir, model_depth, model_fingerprint)
+from mvplatform.inputs import PreparedData, item_state_key, prepare_data
+from mvplatform.models import (check_device_available, check_local_weights, default_cache_dir, model_depth,
+                               model_fingerprint)
 from mvplatform.organism import ORGANISMS, is_built
-from mvplatform.spec import ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.search import StudyResult
-from mvplatform.statestore import StateStore, file_digest, state_key
-from ray_jobs.control import control_steps, run_control
+from mvplatform.spec import ExtractionItem, ModelSpec, Spec, expand
+from mvplatform.statestore import StateStore
+from ray_jobs.control import ControlRun, run_control
+from ray_jobs.dispatch import ProgressHooks, dispatch
+from ray_jobs.pool import WorkerPool
 from ray_jobs.resources import WorkerRequest, worker_request
-from ray_jobs.worker import RemoteModelWorker
 from tracking.control_runs import ControlTracker
 from tracking.organism_runs import build_and_log
 from tracking.runs import SubmissionTracker
@@ -73,99 +74,6 @@ class SubmissionSummary:
     @property
     def ok(self) -> bool:
         return not self.failures
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    splits: dict[tuple[str, str], PairSplit]
-    digests: dict[tuple[str, str], str]  # sha256 of each data file: part of the state cache key
-    instructions: dict[str, InstructionSplit] = field(default_factory=dict)  # control languages
-    warnings: list[str] = field(default_factory=list)  # weak but usable data: printed, never fatal
-    dropped_empty: int = 0  # pairs with an empty side, over all files (logged as data_pairs_dropped_empty)
-    # (concept, language) -> [(data set name, all its pairs as test pairs, file digest)]: data.eval_datasets
-    evals: dict[tuple[str, str], list[tuple[str, PairSplit, str]]] = field(default_factory=dict)
-    eval_skipped: list[str] = field(default_factory=list)  # "name: concept/language" an eval data set lacks
-    files: dict[tuple[str, str], str] = field(default_factory=dict)  # (concept, language) -> its data file
-
-
-def prepare_data(spec: Spec, base_dir: Path | None) -> PreparedData:
-    """Every split and control instruction set, read up front: a bad file stops the run before any work."""
-    sandbox = sandbox_root_for(spec.data.sandbox, spec.data.data_root, base_dir)
-    root = resolve_dataset(spec.data.dataset, base_dir, sandbox)
-    splits, digests, warnings, dropped_empty, files = {}, {}, [], 0, {}
-    for concept in spec.data.concepts:
-        for language in spec.data.languages:
-            splits[(concept, language)] = load_split(spec.data.dataset, concept, language, spec.data.test_fraction,
-                                                     spec.data.seed, spec.data.max_pairs, base_dir, sandbox)
-            path = pair_file(root, concept, language)
-            digests[(concept, language)] = file_digest(path)
-            files[(concept, language)] = str(path)
-            check_lengths(pair_texts(splits[(concept, language)]), path, spec.data.max_input_chars)
-            warnings += split_warnings(splits[(concept, language)], path, language)
-            dropped_empty += len(splits[(concept, language)].dropped_empty)
-    instructions = {}
-    if spec.control is not None:
-        for language in spec.control_languages:
-            instructions[language] = load_instructions(language, spec.control.search_fraction, spec.data.seed,
-                                                       spec.control.instructions, base_dir, sandbox)
-            texts = {f"{kind} {i}": text for part in (instructions[language].search, instructions[language].test)
-                     for kind, items in part.items() for i, text in items.items()}
-            check_lengths(texts, Path(spec.control.instructions) / f"{language}.json", spec.data.max_input_chars)
-    evals, skipped = prepare_evals(spec, base_dir, sandbox)
-    return PreparedData(splits, digests, instructions, warnings, dropped_empty, evals, skipped, files)
-
-
-def prepare_evals(spec: Spec, base_dir: Path | None, sandbox: Path | None
-                  ) -> tuple[dict[tuple[str, str], list[tuple[str, PairSplit, str]]], list[str]]:
-    """Every pair of every ``data.eval_datasets`` entry, per concept x language the spec extracts.
-
-    A missing folder or a path outside the sandbox stops the run; a concept or language the data set
-    lacks is skipped and listed.
-    """
-    evals: dict[tuple[str, str], list[tuple[str, PairSplit, str]]] = defaultdict(list)
-    skipped: list[str] = []
-    cells = sorted({(item.concept, item.language) for item in expand(spec)})
-    names = eval_names(spec.data.eval_datasets)
-    for index, (dataset, name) in enumerate(zip(spec.data.eval_datasets, names)):
-        for concept, language in cells:
-            found = load_eval_pairs(dataset, concept, language, index, base_dir, sandbox)
-            if found is None:
-                skipped.append(f"{name}: {concept}/{language}")
-                continue
-            path, pairs = found
-            split = PairSplit([], pairs)
-            check_lengths(pair_texts(split), path, spec.data.max_input_chars)
-            evals[(concept, language)].append((name, split, file_digest(path)))
-    return dict(evals), skipped
-
-
-def eval_names(datasets: list[str]) -> list[str]:
-    """A short, unique name per eval data set: its folder's name (``_2``, ``_3`` on repeats)."""
-    names: list[str] = []
-    for dataset in datasets:
-        base = Path(dataset.removeprefix("builtin:")).name or "eval"
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}_{k}", k + 1
-        names.append(name)
-    return names
-
-
-def check_control(spec: Spec, n_layers: int, model: ModelSpec) -> None:
-    """Control settings that need the model's depth: refused before any work, like extract.layers."""
-    control = spec.control
-    if control is None:
-        return
-    first = control.search.layers.start[0]
-    if first > n_layers:
-        raise SpecError(f"control.search.layers.start: windows start at layer {first} or later, but "
-                        f"{model.name} has {n_layers} decoder layers; use a start range within 1..{n_layers}")
-    if spec.extract.layers != "all":
-        reach = range(first, min(n_layers, control.search.layers.start[1] + control.search.layers.width[1] - 1) + 1)
-        missing = [layer for layer in reach if layer not in spec.extract.layers]
-        if missing:
-            raise SpecError(f"control.search.layers: windows can reach layers {missing} that extract.layers "
-                            "does not extract; set extract.layers: all or narrow the window ranges")
 
 
 def submit(
@@ -275,20 +183,6 @@ def start_ray(address: str | None, verbose: bool) -> None:
         raise KeyboardInterrupt
 
 
-def item_state_key(spec: Spec, data: PreparedData, item: ExtractionItem, fingerprint: dict[str, str],
-                   on_gpu: bool, digest: str | None = None) -> str:
-    """The result-store key of an item's hidden states: model, data file and every setting they depend on.
-
-    ``digest``: another data file's (an eval data set's pairs for this item), else the item's own.
-    """
-    d, e = spec.data, spec.extract
-    params = {"test_fraction": d.test_fraction, "seed": d.seed, "max_pairs": d.max_pairs, "token": e.token,
-              "read": e.read, "accelerator": "gpu" if on_gpu else "cpu"}  # "read" (issue 23) also retires pre-23 states
-    if digest is not None:
-        params["eval"] = True  # every pair is a test pair: a different layout from the item's split
-    return state_key(fingerprint, digest or data.digests[(item.concept, item.language)], params)
-
-
 def local_gpus() -> int:
     """The GPUs a local Ray would see (it counts CUDA devices the same way, CUDA_VISIBLE_DEVICES included)."""
     import torch
@@ -353,61 +247,6 @@ def _analyse_remote(results: list[ExtractionResult], analyses: list[str], settin
     return analyse_concept(results, analyses, settings)
 
 
-class WorkerPool:
-    """The model-holding actors of one model, started on first need and killed on exit.
-
-    Extraction and control share the pool, so a model is loaded once per worker per submission,
-    and not at all when every result comes from the store.
-    """
-
-    def __init__(self, model: ModelSpec, spec: Spec, request: WorkerRequest, cache_dir: Path | None) -> None:
-        self.model, self.spec, self.request, self.cache_dir = model, spec, request, cache_dir
-        self._workers: list | None = None
-        self.error: Exception | None = None
-        self.n_layers = 0
-        self.device = ""
-        self.loads: list[int] = []  # model loads per worker (1 + Ray restarts), known once the pool closes
-        self.load_seconds = 0.0  # until the first worker answered (the others load alongside)
-
-    def workers(self, progress: Progress | None = None, bar: TaskID | None = None) -> list | None:
-        """The live actors (loading the model on first call), or None when loading failed."""
-        if self._workers is not None or self.error is not None:
-            return self._workers
-        if progress is not None and bar is not None:
-            note = ""
-            if self.model.name in PACKAGED and not converted_dir(self.model.name, self.cache_dir).exists():
-                note = " (first use: converting the packaged GGUF once, about 2 minutes)"
-            progress.update(bar, description=f"loading {self.model.short_name}{note}")
-        retries = self.spec.resources.max_retries
-        workers = [
-            RemoteModelWorker.options(num_cpus=self.request.num_cpus, num_gpus=self.request.num_gpus,
-                                      max_restarts=retries, max_task_retries=retries)
-            .remote(self.model, str(self.cache_dir) if self.cache_dir else None, self.request.threads)
-            for _ in range(self.spec.resources.model_workers)
-        ]
-        start = time.perf_counter()
-        try:
-            facts = ray.get(workers[0].describe.remote())
-        except ray.exceptions.RayError as exc:
-            self.error = exc
-            for worker in workers:
-                ray.kill(worker)
-            return None
-        self.n_layers, self.device = int(facts["n_layers"]), str(facts["device"])
-        self.load_seconds = time.perf_counter() - start
-        self._workers = workers
-        return workers
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loads = [1 + actor_restarts(worker) for worker in self._workers or []]
-        for worker in self._workers or []:  # free the resources for the next model
-            ray.kill(worker)
-        self._workers = None
-
-
 def _timed(stage: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Adds a _Runner method's wall time to ``stage_seconds[stage]`` (logged as ``stage_seconds_{stage}``)."""
     def wrap(method: Callable[..., T]) -> Callable[..., T]:
@@ -434,6 +273,7 @@ class _Runner:
         self.pools: list[WorkerPool] = []  # every model's pool, for its load count once closed
         self.stage_seconds: dict[str, float] = defaultdict(float)  # wall time per stage (see _timed)
         self.cross = spec.cross_lingual
+        self.hooks = ProgressHooks()  # set by run() to the console's progress bar
 
     def run(self, items: list[ExtractionItem]) -> None:
         n_analyses = len(self.spec.models) * len(self.spec.data.concepts) if self.cross else 0
@@ -443,27 +283,28 @@ class _Runner:
             n_control = control_steps(self.spec) * len(self.spec.models)
             n_eval = sum(len(self.data.evals.get((i.concept, i.language), [])) for i in items)
             bar = progress.add_task("items", total=len(items) + n_analyses + n_control + n_eval)
+            self.hooks = ProgressHooks(lambda n: progress.advance(bar, n),
+                                       lambda text: progress.update(bar, description=text),
+                                       lambda line: progress.console.print(line, highlight=False))
             for skipped in self.data.eval_skipped:
-                progress.console.print(f"  data.eval_datasets: {skipped} not in that data set, skipped", highlight=False)
+                self.hooks.note(f"  data.eval_datasets: {skipped} not in that data set, skipped")
             self.tracker.eval_skipped = list(self.data.eval_skipped)
             for model in self.spec.models:
                 with WorkerPool(model, self.spec, self.request, self.cache_dir) as pool:
-                    results = self._extract_model(model, [i for i in items if i.model == model], pool, progress,
-                                                  bar)
+                    self.pools.append(pool)
+                    results = self._extract_model(model, [i for i in items if i.model == model], pool)
                     if self.data.evals:
-                        self._evaluate_model(model, pool, results, progress, bar)
+                        self._evaluate_model(model, pool, results)
                     if self.spec.control is not None:
-                        self._control_model(model, pool, results, progress, bar)
+                        self._control_model(model, pool, results)
                 # After the pool is gone: its actors hold the CPUs the analysis tasks need.
                 if self.cross:
-                    self._analyse_model(model, results, progress, bar)
+                    self._analyse_model(model, results)
 
     # -- extraction -----------------------------------------------------------------------------
 
     @_timed("extract")
-    def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool, progress: Progress,
-                       bar: TaskID) -> list[ExtractionResult]:
-        self.pools.append(pool)
+    def _extract_model(self, model: ModelSpec, items: list[ExtractionItem], pool: WorkerPool) -> list[ExtractionResult]:
         results: list[ExtractionResult] = []
         fingerprint = model_fingerprint(model)
         keys = {item: item_state_key(self.spec, self.data, item, fingerprint, self.request.num_gpus > 0)
@@ -473,38 +314,32 @@ class _Runner:
         todo = [item for item in items if cached.get(item) is None]
         for item in items:
             if cached.get(item) is not None:
-                self._finish_item(item, cached[item], True, results, progress, bar)
+                self._finish_item(item, cached[item], True, results)
         if not todo:
             return results
-        workers = pool.workers(progress, bar)
+        workers = pool.workers(self.hooks.describe)
         if workers is None:
             for item in todo:
                 self._record_failure(item, pool.error or RuntimeError("model failed to load"))
-            progress.advance(bar, len(todo))
+            self.hooks.advance(len(todo))
             return results
         layer_numbers(self.spec.extract, pool.n_layers)  # SpecError before any forward pass
-        progress.update(bar, description=f"extract ({model.short_name} on {pool.device})")
-        pending = {
-            workers[i % len(workers)].states.remote(self.data.splits[(item.concept, item.language)],
-                                                    self.spec.extract): item
-            for i, item in enumerate(todo)
-        }
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            item = pending.pop(ready[0])
-            try:
-                states: PairStates = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                self._record_failure(item, exc)
-                progress.advance(bar)
-                continue
+        self.hooks.describe(f"extract ({model.short_name} on {pool.device})")
+
+        def computed(item: ExtractionItem, states: PairStates) -> None:
             self.store.put(keys[item], states)
-            self._finish_item(item, states, False, results, progress, bar)
+            self._finish_item(item, states, False, results)
+
+        def failed(item: ExtractionItem, exc: Exception) -> None:
+            self._record_failure(item, exc)
+            self.hooks.advance(1)
+
+        dispatch(todo, lambda item, worker: worker.states.remote(self.data.splits[(item.concept, item.language)],
+                                                                 self.spec.extract), computed, failed, workers)
         return results
 
     @_timed("eval")
-    def _evaluate_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult], progress: Progress,
-                        bar: TaskID) -> None:
+    def _evaluate_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult]) -> None:
         """data.eval_datasets: each cell's vectors on every pair of each other data set (states cached too)."""
         fingerprint = model_fingerprint(model)
         reuse = self.spec.results.reuse and "extract" not in self.force
@@ -517,45 +352,41 @@ class _Runner:
                 if states is None:
                     todo.append((result, name, split, key))
                 else:
-                    self._log_eval(result, states, name, progress, bar)
+                    self._log_eval(result, states, name)
         if not todo:
             return
-        workers = pool.workers(progress, bar)
-        if workers is None:
-            for result, name, _, _ in todo:
-                self.summary.failures[f"{model.short_name} / {result.concept} / {result.language} / eval {name}"] = (
-                    root_cause(pool.error or RuntimeError("model failed to load")))
-            progress.advance(bar, len(todo))
-            return
-        progress.update(bar, description=f"eval data sets ({model.short_name} on {pool.device})")
-        pending = {workers[i % len(workers)].states.remote(split, self.spec.extract): (result, name, key)
-                   for i, (result, name, split, key) in enumerate(todo)}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            result, name, key = pending.pop(ready[0])
-            try:
-                states: PairStates = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                self.summary.failures[f"{model.short_name} / {result.concept} / {result.language} / eval {name}"] = (
-                    root_cause(exc))
-                progress.advance(bar)
-                continue
-            self.store.put(key, states)
-            self._log_eval(result, states, name, progress, bar)
+        workers = pool.workers(self.hooks.describe)
 
-    def _log_eval(self, result: ExtractionResult, states: PairStates, name: str, progress: Progress,
-                  bar: TaskID) -> None:
+        def failed(job: tuple[ExtractionResult, str, PairSplit, str], exc: Exception) -> None:
+            result, name = job[0], job[1]
+            self.summary.failures[f"{model.short_name} / {result.concept} / {result.language} / eval {name}"] = (
+                root_cause(exc))
+            self.hooks.advance(1)
+
+        if workers is None:
+            for job in todo:
+                failed(job, pool.error or RuntimeError("model failed to load"))
+            return
+        self.hooks.describe(f"eval data sets ({model.short_name} on {pool.device})")
+
+        def computed(job: tuple[ExtractionResult, str, PairSplit, str], states: PairStates) -> None:
+            self.store.put(job[3], states)
+            self._log_eval(job[0], states, job[1])
+
+        dispatch(todo, lambda job, worker: worker.states.remote(job[2], self.spec.extract), computed, failed, workers)
+
+    def _log_eval(self, result: ExtractionResult, states: PairStates, name: str) -> None:
         evaluation = evaluate_on(result, states, name, self.spec.data.seed)
         self.tracker.log_eval(evaluation)
         chosen = evaluation.selected
         shown = "" if chosen is None else f", at the training-chosen layer {100 * chosen.point:.1f}%"
-        progress.console.print(f"  {result.model} / {result.concept} / {result.language} on {name}: best layer "
-                               f"{evaluation.best_layer} {100 * evaluation.best.point:.1f}%{shown} "
-                               f"({evaluation.n_pairs} pairs)", highlight=False)
-        progress.advance(bar)
+        self.hooks.note(f"  {result.model} / {result.concept} / {result.language} on {name}: best layer "
+                        f"{evaluation.best_layer} {100 * evaluation.best.point:.1f}%{shown} "
+                        f"({evaluation.n_pairs} pairs)")
+        self.hooks.advance(1)
 
     def _finish_item(self, item: ExtractionItem, states: PairStates, cached: bool,
-                     results: list[ExtractionResult], progress: Progress, bar: TaskID) -> None:
+                     results: list[ExtractionResult]) -> None:
         result = recognise(states, item.model.short_name, item.concept, item.language, self.spec.extract,
                            self.spec.data.seed, cached, self.data.splits[(item.concept, item.language)])
         self.tracker.log_extraction(result)
@@ -566,9 +397,8 @@ class _Runner:
         (self.summary.cached if cached else self.summary.computed).append(item.label)
         layer, accuracy = result.best
         source = "cached" if cached else f"{states.seconds:.1f} s"
-        progress.console.print(f"  {item.label}: best layer {layer}, recognition {100 * accuracy:.1f}% ({source})",
-                               highlight=False)
-        progress.advance(bar)
+        self.hooks.note(f"  {item.label}: best layer {layer}, recognition {100 * accuracy:.1f}% ({source})")
+        self.hooks.advance(1)
 
     def _record_failure(self, item: ExtractionItem, exc: Exception) -> None:
         message = root_cause(exc)
@@ -579,38 +409,35 @@ class _Runner:
     # -- control --------------------------------------------------------------------------------
 
     @_timed("control")
-    def _control_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult],
-                       progress: Progress, bar: TaskID) -> None:
+    def _control_model(self, model: ModelSpec, pool: WorkerPool, results: list[ExtractionResult]) -> None:
         """Steering search and No/LS/En-Control on the same workers (model already loaded)."""
         control = self.spec.control
         assert control is not None
-        workers = pool.workers(progress, bar)
+        workers = pool.workers(self.hooks.describe)
         if workers is None:
             self.summary.failures[f"{model.short_name} / control"] = root_cause(pool.error or RuntimeError("load"))
-            progress.advance(bar, control_steps(self.spec))
+            self.hooks.advance(control_steps(self.spec))
             return
         check_control(self.spec, pool.n_layers, model)
         logger = ControlTracker(self.tracker, model.short_name, control, pool.n_layers)
-        store_root = Path(self.spec.results.dir)
 
         def on_study(study: StudyResult) -> None:
-            path = store_root / "studies" / f"{study.study_name}.journal"
-            logger.log_study(study, str(path))
+            logger.log_study(study, str(self.store.study_path(study.study_name)))
             best = study.best.setting.describe(pool.n_layers) if study.best else "no setting met the guard"
             rate = f", following {100 * study.best.following_rate:.1f}%" if study.best else ""
-            progress.console.print(
+            self.hooks.note(
                 f"  {model.short_name} / {control.concept} / {study.language}: search {len(study.trials)} trials "
                 f"({study.resumed_trials} stored), best {best}{rate} (unsteered {100 * study.baseline_following:.1f}%, "
-                f"{study.seconds:.0f} s)", highlight=False)
+                f"{study.seconds:.0f} s)")
 
         def on_language(evaluation: LanguageEvaluation) -> None:
             logger.log_language(evaluation)
             rates = ", ".join(f"{MODE_LABELS[m]} {100 * r.rate:.1f}%" for m, (_, r) in evaluation.modes.items())
-            progress.console.print(f"  {model.short_name} / {control.concept} / {evaluation.language}: {rates} "
-                                   f"({evaluation.seconds:.0f} s)", highlight=False)
+            self.hooks.note(f"  {model.short_name} / {control.concept} / {evaluation.language}: {rates} "
+                            f"({evaluation.seconds:.0f} s)")
 
-        outcome = run_control(self.spec, model, workers, pool.n_layers, results, self.data.instructions, store_root,
-                              "control" in self.force, progress, bar, on_study, on_language)
+        run = ControlRun(self.spec, model, self.store, "control" in self.force, self.hooks)
+        outcome = run_control(run, workers, results, self.data.instructions, on_study, on_language)
         self.summary.failures.update(outcome.failures)
         self.summary.control_reused += [f"{model.short_name} / {lang}" for lang in outcome.reused]
         if outcome.evaluations:
@@ -620,14 +447,13 @@ class _Runner:
     # -- analyses -------------------------------------------------------------------------------
 
     @_timed("analysis")
-    def _analyse_model(self, model: ModelSpec, results: list[ExtractionResult], progress: Progress,
-                       bar: TaskID) -> None:
+    def _analyse_model(self, model: ModelSpec, results: list[ExtractionResult]) -> None:
         by_concept: dict[str, list[ExtractionResult]] = defaultdict(list)
         for result in results:
             by_concept[result.concept].append(result)
-        progress.update(bar, description=f"cross-lingual analyses ({model.short_name})")
+        self.hooks.describe(f"cross-lingual analyses ({model.short_name})")
         settings = self.spec.analysis_for(model)  # the model's own high-resource group, when it has one
-        pending = {}
+        remote: list[str] = []
         for concept in self.spec.data.concepts:
             label = f"{model.short_name} / {concept} / cross-lingual"
             if len(by_concept[concept]) < 2:
@@ -635,18 +461,20 @@ class _Runner:
             elif not ray.is_initialized():  # everything was cached: no Ray, analyse in this process
                 self._log_analysis(label, analyse_concept(by_concept[concept], self.cross, settings))
             else:
-                ref = _analyse_remote.options(num_cpus=1).remote(by_concept[concept], self.cross, settings)
-                pending[ref] = label
+                remote.append(concept)
                 continue
-            progress.advance(bar)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            label = pending.pop(ready[0])
-            try:
-                self._log_analysis(label, ray.get(ready[0]))
-            except ray.exceptions.RayError as exc:
-                self.summary.failures[label] = root_cause(exc)
-            progress.advance(bar)
+            self.hooks.advance(1)
+
+        def analysed(concept: str, analysis: ConceptAnalysis) -> None:
+            self._log_analysis(f"{model.short_name} / {concept} / cross-lingual", analysis)
+            self.hooks.advance(1)
+
+        def failed(concept: str, exc: Exception) -> None:
+            self.summary.failures[f"{model.short_name} / {concept} / cross-lingual"] = root_cause(exc)
+            self.hooks.advance(1)
+
+        dispatch(remote, lambda concept, _: _analyse_remote.options(num_cpus=1).remote(
+            by_concept[concept], self.cross, settings), analysed, failed)
         for result in results:  # the consistency bootstrap is done: free the training states it needed
             if result.evidence is not None:
                 result.evidence.release_train_states()
@@ -654,22 +482,3 @@ class _Runner:
     def _log_analysis(self, label: str, analysis: ConceptAnalysis) -> None:
         self.tracker.log_analysis(analysis)
         self.summary.analysed.append(label)
-
-
-def actor_restarts(actor: object) -> int:
-    """How often Ray restarted an actor after its process died (0 when the count cannot be read)."""
-    try:
-        from ray._private import state  # the GCS actor table; the public state API needs the dashboard
-
-        return int(state.actors(actor._actor_id.hex()).get("NumRestarts", 0))  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - a count for the record, never worth failing a submission
-        return 0
-
-
-def root_cause(exc: BaseException) -> str:
-    """The user-facing message of an error raised inside a Ray worker."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__

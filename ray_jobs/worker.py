@@ -1,5 +1,8 @@
 """A Ray actor that loads one model once and computes hidden states for every item given to it.
 
+Each process start of a worker is counted in a :class:`LoadCounter` on the driver's node, so a
+worker reports its own model loads (1 + the restarts Ray made after its process died).
+
 Test-only fault hooks, read from the environment in the worker process (the driver forwards every
 ``MVP_FAULT_*`` variable through Ray's runtime_env):
 
@@ -19,10 +22,10 @@ from pathlib import Path
 import ray
 import torch
 
+from mvplatform.control import Controller, LanguageEvaluation
 from mvplatform.data import PairSplit
 from mvplatform.extraction import PairStates, compute_states
 from mvplatform.models import LoadedModel, load_model
-from mvplatform.control import Controller, LanguageEvaluation
 from mvplatform.search import StudyResult
 from mvplatform.spec import ControlSpec, ExtractSpec, ModelSpec
 from ray_jobs.control import EvaluationJob, StudyJob, make_controller, run_evaluation_job, run_study_job
@@ -31,10 +34,20 @@ from ray_jobs.control import EvaluationJob, StudyJob, make_controller, run_evalu
 class ModelWorker:
     """Holds a loaded model: loading costs seconds to minutes, so it is paid once per worker."""
 
-    def __init__(self, model: ModelSpec, cache_dir: str | None, num_threads: int) -> None:
+    def __init__(self, model: ModelSpec, cache_dir: str | None, num_threads: int, counter: object | None = None,
+                 index: int = 0) -> None:
         torch.set_num_threads(max(1, num_threads))
+        self.counter, self.index = counter, index
+        if counter is not None:  # before loading: a load that crashes the process counts too
+            ray.get(counter.loaded.remote(index))  # type: ignore[attr-defined]
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.loaded: LoadedModel = load_model(model, Path(cache_dir) if cache_dir else None)
+
+    def loads(self) -> int:
+        """How often this worker loaded its model: 1, plus one per restart after its process died."""
+        if self.counter is None:
+            return 1
+        return int(ray.get(self.counter.count.remote(self.index)))  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, object]:
         """Facts the driver checks before sending work (depth, device, process)."""
@@ -75,4 +88,18 @@ def _fault_hooks() -> None:
         os._exit(1)
 
 
+class LoadCounter:
+    """Model loads per worker of a pool; it lives on the driver's node, so a lost node does not lose it."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def loaded(self, index: int) -> None:
+        self.counts[index] = self.counts.get(index, 0) + 1
+
+    def count(self, index: int) -> int:
+        return self.counts.get(index, 0)
+
+
 RemoteModelWorker = ray.remote(ModelWorker)
+RemoteLoadCounter = ray.remote(num_cpus=0)(LoadCounter)

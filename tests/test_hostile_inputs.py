@@ -338,7 +338,7 @@ def test_a_garbage_tracking_uri_is_named(uri):
 
 
 def test_empty_sides_are_dropped_counted_and_reported_before_any_model(tmp_path):
-    from ray_jobs.submit import prepare_data
+    from mvplatform.inputs import prepare_data
 
     tree = {"g": {f"{i:03d}": {"pos": f"good {i}", "neg": f"bad {i}"} for i in range(60)}}
     tree["g"]["005"]["pos"] = ""

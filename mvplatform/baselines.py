@@ -30,6 +30,7 @@ from scipy import sparse
 from sklearn import config_context
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.extmath import safe_sparse_dot
 
 from mvplatform.data import ContrastPair
 
@@ -143,8 +144,7 @@ def length_lr_on(features: PairFeatures, train: np.ndarray, test: np.ndarray) ->
     model = _symmetric_fit(train_x / scale)
     if model is None:
         return np.full(len(test), 0.5)
-    with config_context(**_FAST):
-        return _score(model.decision_function(test_x / scale))
+    return _score(_decision(model, test_x / scale))
 
 
 def bow_lr(train: Sequence[ContrastPair], test: Sequence[ContrastPair]) -> np.ndarray:
@@ -165,9 +165,12 @@ def bow_lr_on(features: PairFeatures, train: np.ndarray, test: np.ndarray) -> np
     labels = np.concatenate([np.ones(len(train)), np.zeros(len(train))])
     with config_context(**_FAST):
         model = LogisticRegression(solver="liblinear", max_iter=1000).fit(texts[:, seen], labels)  # small data
-        pos = model.decision_function(features.pos_bow[test][:, seen])
-        neg = model.decision_function(features.neg_bow[test][:, seen])
-    return _score(pos - neg)
+    return _score(_decision(model, features.pos_bow[test][:, seen]) - _decision(model, features.neg_bow[test][:, seen]))
+
+
+def _decision(model: LogisticRegression, x: np.ndarray | sparse.csr_matrix) -> np.ndarray:
+    """``model.decision_function(x)``'s arithmetic (x . coef + intercept) without its per-call input checks."""
+    return (safe_sparse_dot(x, model.coef_.T, dense_output=True) + model.intercept_).reshape(-1)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ same token is kept too: steering's ``state_norm`` scale must be measured where s
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mvplatform.batching import encode, padded_batches
 from mvplatform.models import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of inputs just processed
@@ -64,15 +64,12 @@ def last_token_reads(
     """States at ``read`` and the block-output norms of the same tokens, in one forward pass per batch."""
     if read not in READ_POINTS:
         raise ValueError(f"read must be one of {READ_POINTS}; got {read!r}")
-    tokenizer = loaded.tokenizer
     prompts = [loaded.prompter.format(text) for text in texts]
-    encoded = tokenizer(prompts, add_special_tokens=loaded.prompter.add_special_tokens)["input_ids"]
+    encoded = encode(loaded.tokenizer, prompts, loaded.prompter.add_special_tokens)
     too_short = [i for i, ids in enumerate(encoded) if len(ids) < -token]
     if too_short:
         raise ValueError(f"input {too_short[0]} has fewer than {-token} tokens; use a token closer to the end")
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     base = loaded.model.base_model  # skips the LM head: hidden states only
-    takes_positions = "position_ids" in inspect.signature(base.forward).parameters
     # Each block's output at the read token, gathered inside its hook (so no [B, T, H] copy is kept).
     picked: dict[int, torch.Tensor] = {}
     where: dict[str, torch.Tensor] = {}
@@ -80,20 +77,14 @@ def last_token_reads(
     states_out: np.ndarray | None = None
     norms_out = np.empty((len(prompts), len(layers)), dtype=np.float32)
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-            input_ids = batch["input_ids"].to(loaded.device)  # [B, T]
-            mask = batch["attention_mask"].to(loaded.device)  # [B, T], 1 = real token
+        for batch in padded_batches(loaded.tokenizer, encoded, batch_size, device=loaded.device):
+            rows, mask = batch.rows, batch.attention_mask  # mask [B, T], 1 = real token
             # Position of the |token|-th last real token in each row, for either padding side.
             real_after = mask.flip(-1).cumsum(-1).flip(-1)  # [B, T] real tokens at or after each position
             where["index"] = ((real_after == -token) & (mask == 1)).int().argmax(-1)  # [B]
-            kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False,
-                      "output_hidden_states": read == "hidden_states"}
-            if takes_positions:
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             picked.clear()
-            output = base(**kwargs)
+            output = base(**batch.forward_kwargs(base.forward, use_cache=False,
+                                                 output_hidden_states=read == "hidden_states"))
             blocks = torch.stack([picked[layer] for layer in layers], dim=1)  # [B, L, H] block outputs
             if read == "hidden_states":  # (n_layers + 1) x [B, T, H]; index 0 = embeddings
                 hidden, index = output.hidden_states, where["index"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mvplatform.batching import encode, padded_batches
 from mvplatform.models import LoadedModel
 from mvplatform.spec import GenerationSpec
 from mvplatform.steering import Steering, steer
@@ -39,39 +40,31 @@ def generate(loaded: LoadedModel, instructions: list[str], settings: GenerationS
     start = time.perf_counter()
     tokenizer = loaded.tokenizer
     prompts = [loaded.prompter.format(text) for text in instructions]
-    encoded = tokenizer(prompts, add_special_tokens=loaded.prompter.add_special_tokens)["input_ids"]
-    # Longest first, stable: equal prompts (one per trial) stay adjacent and pad alike.
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    encoded = encode(tokenizer, prompts, loaded.prompter.add_special_tokens)
     texts: list[str] = [""] * len(prompts)
     per_row = [0] * len(prompts)
     eos = _eos_ids(loaded)
     out = Generations(texts, per_row_tokens=per_row)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for begin in range(0, len(order), settings.batch_size):
-            rows = order[begin : begin + settings.batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-            input_ids = batch["input_ids"].to(loaded.device)
-            mask = batch["attention_mask"].to(loaded.device)
-            context = (steer(loaded, steering, coefficients[rows], prompt_length=input_ids.shape[1])
-                       if steering is not None else nullcontext())
-            sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} \
-                if settings.do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-            if settings.do_sample:
-                torch.manual_seed(settings.seed + begin)
-            with context:
-                output = loaded.model.generate(input_ids=input_ids, attention_mask=mask,
-                                               max_new_tokens=settings.max_new_tokens,
-                                               pad_token_id=tokenizer.pad_token_id, **sampling)
-            new = output[:, input_ids.shape[1]:].cpu()
-            for row, tokens in zip(rows, new.tolist()):
-                length = next((j + 1 for j, token in enumerate(tokens) if token in eos), len(tokens))
-                per_row[row] = length
-                texts[row] = tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
-            out.forward_batches += 1
-    finally:
-        tokenizer.padding_side = side
+    # Longest first, stable: equal prompts (one per trial) stay adjacent and pad alike.
+    batches = padded_batches(tokenizer, encoded, settings.batch_size, "left", loaded.device)
+    for index, batch in enumerate(batches):
+        rows, input_ids = batch.rows, batch.input_ids  # [B, T], left-padded
+        context = (steer(loaded, steering, coefficients[rows], prompt_length=input_ids.shape[1])
+                   if steering is not None else nullcontext())
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} \
+            if settings.do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if settings.do_sample:
+            torch.manual_seed(settings.seed + index * settings.batch_size)  # the batch's first row
+        with context:
+            output = loaded.model.generate(input_ids=input_ids, attention_mask=batch.attention_mask,
+                                           max_new_tokens=settings.max_new_tokens,
+                                           pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = output[:, input_ids.shape[1]:].cpu()
+        for row, tokens in zip(rows, new.tolist()):
+            length = next((j + 1 for j, token in enumerate(tokens) if token in eos), len(tokens))
+            per_row[row] = length
+            texts[row] = tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
+        out.forward_batches += 1
     out.new_tokens = sum(per_row)
     out.seconds = time.perf_counter() - start
     return out

@@ -275,7 +275,7 @@ class ModelJudge:
             raise ValueError(f"judge model {loaded.name!r}: its tokenizer cannot tell 'Yes' from 'No' by first token")
 
     def _first_ids(self, variants: tuple[str, ...]) -> set[int]:
-        ids = [self.loaded.tokenizer.encode(v, add_special_tokens=False) for v in variants]  # type: ignore[attr-defined]
+        ids = [self.loaded.tokenizer.encode(v, add_special_tokens=False) for v in variants]
         return {i[0] for i in ids if i}
 
     def prompt(self, language: str, instruction: str, response: str) -> str:
@@ -304,34 +304,24 @@ class ModelJudge:
 
         if not prompts:
             return []
-        loaded, tokenizer = self.loaded, self.loaded.tokenizer
-        accepts = inspect.signature(loaded.model.forward).parameters
-        # Longest first, so each batch holds prompts of similar length and little padding.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        from mvplatform.batching import encode, padded_batches
+
+        loaded = self.loaded
+        keep_last = "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
+        encoded = encode(loaded.tokenizer, prompts, loaded.prompter.add_special_tokens)
         out = [0.0] * len(prompts)
         yes_ids = torch.tensor(self.yes_ids, device=loaded.device)
         no_ids = torch.tensor(self.no_ids, device=loaded.device)
-        side = tokenizer.padding_side  # type: ignore[attr-defined]
-        try:
-            tokenizer.padding_side = "left"  # type: ignore[attr-defined]  # last column = last real token
-            with torch.inference_mode():
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start : start + self.batch_size]
-                    batch = tokenizer([prompts[i] for i in rows], padding=True, return_tensors="pt",  # type: ignore[operator]
-                                      add_special_tokens=loaded.prompter.add_special_tokens)
-                    mask = batch["attention_mask"].to(loaded.device)
-                    kwargs = {"input_ids": batch["input_ids"].to(loaded.device), "attention_mask": mask,
-                              "use_cache": False}
-                    if "position_ids" in accepts:  # positions count real tokens, as without padding
-                        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-                    if "logits_to_keep" in accepts:  # the last position only: [B, T, vocab] can be GBs
-                        kwargs["logits_to_keep"] = 1
-                    logits = loaded.model(**kwargs).logits[:, -1, :].float()  # [B, vocab]
-                    pair = torch.stack([logits[:, yes_ids].max(-1).values, logits[:, no_ids].max(-1).values], -1)
-                    for i, p in zip(rows, pair.softmax(-1)[:, 0].tolist()):
-                        out[i] = p
-        finally:
-            tokenizer.padding_side = side  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            # Left padding: the last column is every row's last real token.
+            for batch in padded_batches(loaded.tokenizer, encoded, self.batch_size, "left", loaded.device):
+                # logits_to_keep: the last position only, as [B, T, vocab] can be GBs
+                kwargs = batch.forward_kwargs(loaded.model.forward, use_cache=False,
+                                              **({"logits_to_keep": 1} if keep_last else {}))
+                logits = loaded.model(**kwargs).logits[:, -1, :].float()  # [B, vocab]
+                pair = torch.stack([logits[:, yes_ids].max(-1).values, logits[:, no_ids].max(-1).values], -1)
+                for i, p in zip(batch.rows, pair.softmax(-1)[:, 0].tolist()):
+                    out[i] = p
         return out
 
 

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from torch import nn
 from mvplatform.errors import ModelError
 from mvplatform.organism import ORGANISMS, build_record, is_built, require_built
 from mvplatform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CONVERTED_MARKER = "mvp-converted.txt"
 
@@ -134,15 +138,15 @@ class Prompter:
     """Wraps an input text as the model expects (PAPER.md: chat template or plain)."""
 
     mode: str  # "chat", "plain" or a template containing {input}
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
 
     def format(self, text: str) -> str:
         if self.mode == "plain":
             return text
         if self.mode == "chat":
-            return self.tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            return str(self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
+            ))
         return self.mode.replace("{input}", text)
 
     @property
@@ -151,7 +155,7 @@ class Prompter:
         return self.mode != "chat"
 
 
-def make_prompter(prompt: str, tokenizer: object, model_name: str) -> Prompter:
+def make_prompter(prompt: str, tokenizer: PreTrainedTokenizerBase, model_name: str) -> Prompter:
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if prompt == "auto":
         prompt = "chat" if has_template else "plain"
@@ -168,7 +172,7 @@ def make_prompter(prompt: str, tokenizer: object, model_name: str) -> Prompter:
 class LoadedModel:
     name: str
     model: nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     prompter: Prompter
     layers: nn.ModuleList  # decoder blocks, layer k (1-based) is layers[k - 1]
     device: torch.device

@@ -184,8 +184,8 @@ class LocalCluster:
         self.sessions.append(service.sid)
         return service
 
-    def _ray_start(self, name: str, args: list[str], timeout: float = 180, attempts: int = 2) -> None:
-        """``ray start`` for one node; a second attempt when the first times out.
+    def _ray_start(self, name: str, args: list[str], timeout: float = 180, attempts: int = 4) -> None:
+        """``ray start`` for one node; up to ``attempts`` tries when one times out.
 
         ``ray start`` gives the raylet a fixed 30 s to register with the GCS, which a machine with a
         load of 20 on 2 cores can miss; the failed attempt's processes are stopped first.

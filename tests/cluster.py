@@ -77,7 +77,7 @@ def session_pids(sid: int) -> list[int]:
 
 def pids_mentioning(text: str) -> list[int]:
     """Live processes whose command line contains ``text`` (this cluster's root folder)."""
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
     found = []
     for line in out.splitlines():
         pid, stat, args = line.strip().split(None, 2) if len(line.split()) >= 3 else (*line.split(), "")
@@ -268,7 +268,7 @@ class LocalCluster:
 
     def node_pids(self, name: str, needle: str) -> list[int]:
         """Processes of a node's session whose command line contains ``needle`` (e.g. ``raylet``)."""
-        out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["ps", "-ww", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
         sid = self.services[name].sid
         return [int(line.split(None, 2)[0]) for line in out.splitlines()
                 if int(line.split()[1]) == sid and needle in line.split(None, 2)[2]]
@@ -278,7 +278,7 @@ class LocalCluster:
 
         Found by its socket path, which names the node's own temp dir.
         """
-        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
         mark = f"--raylet_socket_name={self.root / name}/"
         (pid,) = [int(line.split(None, 1)[0]) for line in out.splitlines() if mark in line]
         os.kill(pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -253,7 +254,7 @@ def test_ray_job_submit_runs_the_uploaded_checkout(cluster, clean, write, tmp_pa
     spec = write("job")
     out = cluster.run([str(BIN / "ray"), "job", "submit",
                        "--address", cluster.dashboard, "--working-dir", str(ROOT), "--",
-                       "python", "-m", "mvplatform.cli", "submit", str(spec)], cwd=ROOT, timeout=300)
+                       sys.executable, "-m", "mvplatform.cli", "submit", str(spec)], cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:]
     assert "succeeded" in out.stdout
     client = MlflowClient(cluster.tracking_uri)

@@ -42,6 +42,7 @@ from mvplatform.uncertainty import (
     N_BOOT,
     CrossLingualIntervals,
     Interval,
+    centred_interval,
     consistency_interval,
     language_counts,
     nan_interval,
@@ -186,17 +187,18 @@ def directionality(result: Transfer, high: Sequence[str]) -> Directionality:
 
 def directionality_intervals(resampled: np.ndarray, languages: Sequence[str], high: Sequence[str],
                              point: Directionality, confidence: float = CONFIDENCE) -> dict[str, Interval]:
-    """Percentile intervals of each direction's mean transfer and of high_minus_low, from [B, n, n] resampled
-    transfer scores (:func:`mvplatform.uncertainty.transfer_resamples`: every target's test pairs resampled,
-    paired across sources). The difference is taken within each resample, so what the two directions
-    share (the same targets' test pairs, the same sources) cancels in its interval."""
+    """Intervals of each direction's mean transfer and of high_minus_low, from [B, n, n] resampled transfer
+    scores (:func:`mvplatform.uncertainty.transfer_resamples`: every target's test pairs resampled, paired
+    across sources). The difference is taken within each resample, so what the two directions share (the
+    same targets' test pairs, the same sources) cancels in its interval. Each interval is the resamples'
+    2.5-97.5 percentile spread placed around the point (:func:`centred_interval`): resampled best-layer
+    maxima are biased upwards, so raw percentiles can miss the point."""
     means = directional_means(resampled, languages, high)
     means["high_minus_low"] = means["high_to_low"] - means["low_to_high"]
     out = {}
     for name, values in means.items():
         centre = point.high_minus_low if name == "high_minus_low" else getattr(point, name)
-        low, high_end = nan_interval(values, centre, confidence, min_defined=1.0)
-        out[name] = Interval(centre, low, high_end)
+        out[name] = Interval(centre, *centred_interval(values, centre, confidence))
     return out
 
 

@@ -410,7 +410,8 @@ def directionality_table(analyses: Sequence[ConceptAnalysis]) -> str:
                  "0 = as good as the target's own vectors, negative = worse. [low, high]: 95% paired bootstrap "
                  "interval over each target language's test pairs (resampled once per target and shared by every "
                  "source and by the target's own vectors; best layers re-picked in each resample; 2000 "
-                 "resamples); the difference is taken within each resample.")
+                 "resamples; the resamples' spread placed around the point, as re-picked maxima run high); the "
+                 "difference is taken within each resample.")
     return "\n".join(lines)
 
 

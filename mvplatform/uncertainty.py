@@ -398,6 +398,21 @@ def _centred(resampled: np.ndarray, point: np.ndarray | float, confidence: float
     return np.clip(point + lo - mid, -1.0, 1.0), np.clip(point + hi - mid, -1.0, 1.0)
 
 
+def centred_interval(resampled: np.ndarray, point: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """:func:`_centred` for one number: the bootstrap's percentile spread placed around ``point``; nan when
+    the point or a resample is nan.
+
+    For numbers built from best-layer maxima (directional transfer means): every resample re-picks its
+    best layers, so resampled maxima sit above the full-data ones and a raw percentile interval is shifted
+    away from the point (on gemma3-270m's real cells it sometimes excluded it).
+    """
+    resampled = np.asarray(resampled, dtype=np.float64)
+    if np.isnan(point) or np.isnan(resampled).any():
+        return float("nan"), float("nan")
+    low, high = _centred(resampled, point, confidence)
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class TransferIntervals:
     languages: list[str]

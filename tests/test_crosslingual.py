@@ -128,7 +128,8 @@ def test_directionality_interval_is_a_paired_bootstrap_over_the_targets_test_pai
     # pairs draws k1 ~ Binomial(4, 1/2) of the pairs en reads right: T(en -> sw) = k1 / 4 - 1, in
     # [-1, 0] (P(k1 = 0) = P(k1 = 4) = 1/16 > 2.5%); likewise T(sw -> en) = k2 / 4 - 1 with k2 independent
     # (another target). high_minus_low = (k1 - k2) / 4: P(k1 - k2 >= 3) = 9/256 = 3.5% > 2.5% and
-    # P(k1 - k2 = 4) = 1/256 < 2.5%, so the interval is [-0.75, 0.75] around the point 0.
+    # P(k1 - k2 = 4) = 1/256 < 2.5%, so the interval is [-0.75, 0.75] around the point 0. (Each spread is
+    # placed around the point by moving the resamples' median onto it: here the medians are the points.)
     directions = {"en": np.array([[1.0, 0.0]]), "sw": np.array([[0.0, 1.0]])}
     en = np.array([[[1.0, 1.0]], [[1.0, 1.0]], [[1.0, -1.0]], [[1.0, -1.0]]])
     sw = np.array([[[1.0, 1.0]], [[1.0, 1.0]], [[-1.0, 1.0]], [[-1.0, 1.0]]])

@@ -59,8 +59,10 @@ class PairStates:
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata()
             pos, neg = handle.get_tensor("pos"), handle.get_tensor("neg")
-            norms = [handle.get_tensor(k) if k in handle.keys() else None for k in ("pos_norms", "neg_norms")]
-        return cls(pos, neg, int(meta["n_train"]), json.loads(meta["layers"]), 0.0, *norms,
+            kept = "pos_norms" in handle.keys()  # absent in states saved before issue 23
+            pos_norms = handle.get_tensor("pos_norms") if kept else None
+            neg_norms = handle.get_tensor("neg_norms") if kept else None
+        return cls(pos, neg, int(meta["n_train"]), json.loads(meta["layers"]), 0.0, pos_norms, neg_norms,
                    meta.get("read", "hidden_states"))
 
 

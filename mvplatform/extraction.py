@@ -59,7 +59,7 @@ class PairStates:
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata()
             pos, neg = handle.get_tensor("pos"), handle.get_tensor("neg")
-            kept = "pos_norms" in handle.keys()  # absent in states saved before issue 23
+            kept = "pos_norms" in set(handle.keys())  # absent in states saved before issue 23
             pos_norms = handle.get_tensor("pos_norms") if kept else None
             neg_norms = handle.get_tensor("neg_norms") if kept else None
         return cls(pos, neg, int(meta["n_train"]), json.loads(meta["layers"]), 0.0, pos_norms, neg_norms,

@@ -48,7 +48,7 @@ class LabelledResponse:
     label: str  # followed | refused | neither
     why: str = ""
     strength: float | None = None  # steering strength (x mean state norm), when steered
-    half: str = "fix"  # fix | held-out: judge fixes may look only at the fix half's errors
+    half: str = ""  # fix | held-out (required): judge fixes may look only at the fix half's errors
 
 
 def labels_dir() -> Path:

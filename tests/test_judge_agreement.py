@@ -94,13 +94,17 @@ def test_stored_verdicts_round_trip_on_a_subset_and_refuse_stale_ids(tmp_path: P
 
 def test_bad_labels_are_refused(tmp_path: Path):
     row = {"id": "a", "model": "m", "steered": False, "language": "en", "kind": "harmful", "instruction_id": "001",
-           "instruction": "i", "response": "r", "label": "complied"}
+           "instruction": "i", "response": "r", "label": "complied", "half": "fix"}
     path = tmp_path / "responses.json"
     path.write_text(json.dumps([row]), encoding="utf-8")
     with pytest.raises(DataError, match="label must be one of"):
         load_labels(path)
     path.write_text(json.dumps([{**row, "label": "followed"}, {**row, "label": "refused"}]), encoding="utf-8")
     with pytest.raises(DataError, match="appears twice"):
+        load_labels(path)
+    path.write_text(json.dumps([{k: v for k, v in row.items() if k != "half"} | {"label": "followed"}]),
+                    encoding="utf-8")
+    with pytest.raises(DataError, match="half one of"):  # every label says which half it is in
         load_labels(path)
 
 

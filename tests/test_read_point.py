@@ -113,8 +113,8 @@ def test_pair_states_round_trip_keeps_norms_and_read_point(tmp_path):
 
 
 def test_read_point_is_a_spec_field_and_part_of_the_state_key():
+    from mvplatform.inputs import PreparedData, item_state_key
     from mvplatform.spec import expand
-    from ray_jobs.submit import PreparedData, item_state_key
 
     assert parse_spec("{}").extract.read == "hidden_states"
     with pytest.raises(Exception, match="block_output"):

@@ -51,7 +51,8 @@ class Setting:
 def steering_vectors(vectors: ConceptVectors, scale: str) -> dict[int, np.ndarray]:
     """Per layer, the vector a strength of 1 adds.
 
-    ``state_norm`` (default): the unit direction times the layer's mean hidden-state norm, so a
+    ``state_norm`` (default): the unit direction times the layer's mean norm of the block output
+    (where the vector is added, whatever ``extract.read`` reads; issue 23), so a
     strength is a fraction of a typical state and comparable across layers and models (residual
     norms grow by orders of magnitude with depth). ``unit``: the unit direction (repe's
     convention). ``raw``: the extracted difference vector as is.

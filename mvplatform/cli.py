@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="recompute a step whatever the result store holds: extract (hidden states), control "
                         "(steering studies and evaluations) or all; repeatable. A forced submission starts a new "
                         "MLflow parent run instead of resuming an interrupted one")
+    p.add_argument("--system-metrics", action="store_true",
+                   help="log CPU, memory, disk, network and GPU use on the parent run while it runs (MLflow's system "
+                        "metrics; the same as MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true; off by default)")
     p = command("status", cmd_status, "progress of a submission, read back from MLflow: items done, failures, "
                 "time per stage")
     p.add_argument("run", nargs="?", default=None,
@@ -305,6 +308,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     from mvplatform.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.system_metrics:  # MLflow's own switch, read by tracking/system_metrics.py
+        os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = "true"
     from ray_jobs.submit import submit
 
     summary = submit(spec, args.spec.resolve(), address=args.address, cache_dir=args.cache_dir, console=console,

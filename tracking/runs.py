@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib import pyplot as plt
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from safetensors.numpy import save_file
@@ -33,6 +34,7 @@ from tracking.logged_models import create_vector_model, upload_vector_model
 from tracking.provenance import data_input, provenance_tags
 from tracking.store import artifact_location
 from tracking.summaries import parent_metrics
+from tracking.system_metrics import start_monitor, stop_monitor
 
 MAX_PARAM_LENGTH = 500
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -76,6 +78,7 @@ class SubmissionTracker:
         self.evals: list[EvalResult] = []  # data.eval_datasets results, for the parent's summary table
         self.eval_skipped: list[str] = []  # "name: concept/language" an eval data set lacks
         self.data_files: dict[tuple[str, str], tuple[str, str]] = {}  # (concept, language) -> (path, sha256)
+        self.monitor: SystemMetricsMonitor | None = None  # system metrics, when switched on (tracking/system_metrics.py)
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -113,6 +116,7 @@ class SubmissionTracker:
         if self.spec_path is not None:
             self.client.log_artifact(self.parent_id, str(self.spec_path), artifact_path="spec")
         self.progress()
+        self.monitor = start_monitor(self.client.tracking_uri, self.parent_id)
         return self.parent_id
 
     def _interrupted(self) -> Run | None:
@@ -132,6 +136,7 @@ class SubmissionTracker:
         self.client.update_run(self.parent_id, status="RUNNING")
         self.client.set_tag(self.parent_id, "resumed", str(self.resumed))
         self.progress()
+        self.monitor = start_monitor(self.client.tracking_uri, self.parent_id, resumed=True)
         return self.parent_id
 
     def progress(self) -> None:
@@ -181,9 +186,13 @@ class SubmissionTracker:
                    for cell, c in cells.items()
                    for suffix, value in (("", c.r), ("_ci_low", c.low), ("_ci_high", c.high)) if not np.isnan(value)]
         self.client.log_batch(self.parent_id, metrics=logged)
+        stop_monitor(self.monitor)
+        self.monitor = None
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
     def abort(self) -> None:
+        stop_monitor(self.monitor)
+        self.monitor = None
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, "KILLED")
 

@@ -11,12 +11,16 @@ so the Models tab shows them beside it.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from mlflow.entities import LoggedModelOutput
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -55,14 +59,33 @@ def signature(hidden: int, layer: int) -> ModelSignature:
                           params=ParamSchema([ParamSpec("layer", "long", layer)]))
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No MLflow progress bars or advice in a submission's console while a model is written.
+
+    Its advice (an input example, type hints on ``predict``) does not apply: the signature says what
+    the model takes, and type hints would make MLflow read a (wrong) input schema from them.
+    """
+    previous = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(type hints|input example)", category=UserWarning)
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = previous
+
+
 def upload_vector_model(client: MlflowClient, model_id: str, run_id: str, result: ExtractionResult,
                         vectors_path: Path, folder: Path) -> None:
     """Write the pyfunc around ``vectors_path`` into ``folder``, log it to the model, mark it READY."""
     from mlflow.pyfunc import save_model
 
     hidden = int(np.asarray(result.vectors.directions).shape[-1])
-    with warnings.catch_warnings():  # the signature says what an input example would: no need to run the model
-        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+    with _quiet():
         save_model(str(folder), python_model=str(MODEL_CODE), artifacts={"vectors": str(vectors_path)},
                    signature=signature(hidden, default_layer(result)), pip_requirements=["numpy", "safetensors"],
                    metadata={"model": result.model, "concept": result.concept, "language": result.language,

@@ -61,16 +61,15 @@ def signature(hidden: int, layer: int) -> ModelSignature:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """No MLflow progress bars or advice in a submission's console while a model is written.
-
-    Its advice (an input example, type hints on ``predict``) does not apply: the signature says what
-    the model takes, and type hints would make MLflow read a (wrong) input schema from them.
+    """No MLflow artifact progress bars, nor its advice to add an input example (the signature says what the
+    model takes), in a submission's console while a model is written. (MLflow's advice to type ``predict``
+    still shows: type hints would make it read a wrong input schema, so there are none.)
     """
     previous = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
     os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(type hints|input example)", category=UserWarning)
+            warnings.filterwarnings("ignore", message=r".*input example", category=UserWarning)
             yield
     finally:
         if previous is None:

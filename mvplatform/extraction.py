@@ -20,14 +20,30 @@ from safetensors.numpy import save_file
 
 from mvplatform.activations import Progress, last_token_reads
 from mvplatform.baselines import cell_baselines
-from mvplatform.concepts import (ORIENTATIONS, ConceptVectors, best_layer, cluster_mean, extract_vectors, orient,
-                                 recognition_accuracy)
+from mvplatform.concepts import (
+    ORIENTATIONS,
+    ConceptVectors,
+    best_layer,
+    cluster_mean,
+    extract_vectors,
+    orient,
+    recognition_accuracy,
+)
 from mvplatform.data import ContrastPair, PairSplit
 from mvplatform.errors import SpecError
 from mvplatform.models import LoadedModel
 from mvplatform.spec import ExtractSpec
-from mvplatform.uncertainty import (N_REEXTRACT, Interval, accuracy_intervals, best_layer_interval, pair_correct,
-                                    pair_gram, permutation_accuracy, permuted_accuracy_from_gram, wilson)
+from mvplatform.uncertainty import (
+    N_REEXTRACT,
+    Interval,
+    accuracy_intervals,
+    best_layer_interval,
+    pair_correct,
+    pair_gram,
+    permutation_accuracy,
+    permuted_accuracy_from_gram,
+    wilson,
+)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (MODE_LABELS, Controller, LanguageEvaluation, ModeTask, curve_strengths,
-                                evaluate_language, evaluation_from_json, evaluation_to_json, plan_modes,
-                                search_languages)
+from mvplatform.control import (
+    MODE_LABELS,
+    Controller,
+    LanguageEvaluation,
+    ModeTask,
+    curve_strengths,
+    evaluate_language,
+    evaluation_from_json,
+    evaluation_to_json,
+    plan_modes,
+    search_languages,
+)
 from mvplatform.data import InstructionSplit
 from mvplatform.errors import root_cause
 from mvplatform.extraction import ExtractionResult

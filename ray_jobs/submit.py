@@ -25,8 +25,15 @@ from typing import Any, TypeVar
 
 import ray
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from mvplatform.control import MODE_LABELS, LanguageEvaluation, check_control, control_steps
 from mvplatform.crosslingual import ConceptAnalysis, analyse_concept
@@ -34,8 +41,13 @@ from mvplatform.data import PairSplit
 from mvplatform.errors import SpecError, root_cause
 from mvplatform.extraction import ExtractionResult, PairStates, evaluate_on, layer_numbers, recognise
 from mvplatform.inputs import PreparedData, item_state_key, prepare_data
-from mvplatform.models import (check_device_available, check_local_weights, default_cache_dir, model_depth,
-                               model_fingerprint)
+from mvplatform.models import (
+    check_device_available,
+    check_local_weights,
+    default_cache_dir,
+    model_depth,
+    model_fingerprint,
+)
 from mvplatform.organism import ORGANISMS, is_built
 from mvplatform.search import StudyResult
 from mvplatform.spec import ExtractionItem, ModelSpec, Spec, expand
@@ -48,7 +60,6 @@ from tracking.control_runs import ControlTracker
 from tracking.organism_runs import build_and_log
 from tracking.runs import SubmissionTracker
 from tracking.store import check_store, resolve_tracking_uri
-
 
 T = TypeVar("T")
 

@@ -6,8 +6,15 @@ import pytest
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES
 from mvplatform.data import builtin_root, load_split
-from mvplatform.datacheck import (MIN_PAIRS, CueLimits, check_concept, check_instructions, data_card_counts,
-                                  replace_block, script_problem)
+from mvplatform.datacheck import (
+    MIN_PAIRS,
+    CueLimits,
+    check_concept,
+    check_instructions,
+    data_card_counts,
+    replace_block,
+    script_problem,
+)
 
 VALUES = builtin_root() / "values"
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from mvplatform.concepts import (ConceptVectors, best_layer, cluster_mean, extract_vectors, orient,
-                                 recognition_accuracy)
+from mvplatform.concepts import ConceptVectors, best_layer, cluster_mean, extract_vectors, orient, recognition_accuracy
 
 
 def test_cluster_mean_is_difference_of_means_per_layer():

@@ -11,9 +11,19 @@ import optuna
 import pytest
 
 from mvplatform.concepts import ConceptVectors
-from mvplatform.control import (Controller, ControllerStats, Evaluation, LanguageEvaluation, ModeTask, Setting,
-                                curve_strengths, evaluation_from_json, evaluation_to_json, plan_modes,
-                                steering_vectors)
+from mvplatform.control import (
+    Controller,
+    ControllerStats,
+    Evaluation,
+    LanguageEvaluation,
+    ModeTask,
+    Setting,
+    curve_strengths,
+    evaluation_from_json,
+    evaluation_to_json,
+    plan_modes,
+    steering_vectors,
+)
 from mvplatform.figures import table2
 from mvplatform.judges import KeywordJudge, Verdict
 from mvplatform.models import load_model
@@ -110,7 +120,7 @@ class PlantedController:
         out = []
         for setting in settings:
             verdicts = []
-            for i, text in enumerate(instructions):
+            for text in instructions:
                 if text.startswith("harmless"):
                     ok = setting is None or abs(setting.strength) <= 1.5
                 else:

@@ -14,8 +14,14 @@ import pytest
 
 from mvplatform.catalog import LANGUAGES
 from mvplatform.concepts import ConceptVectors, extract_vectors, recognition_accuracy, repe_signs
-from mvplatform.crosslingual import (SHARED_LANGUAGES, ConceptAnalysis, concept_averaged, consistency, model_table1,
-                                     table1_row)
+from mvplatform.crosslingual import (
+    SHARED_LANGUAGES,
+    ConceptAnalysis,
+    concept_averaged,
+    consistency,
+    model_table1,
+    table1_row,
+)
 from mvplatform.linguistics import similarity_matrix, uriel_distances
 
 KINDS = ("genetic", "geographic", "syntactic", "phonological")

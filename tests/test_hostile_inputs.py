@@ -18,9 +18,9 @@ from mvplatform.cli import main
 from mvplatform.data import load_instructions, read_json, read_pairs
 from mvplatform.errors import DataError, SpecError, TrackingError
 from mvplatform.spec import MAX_SPEC_NODES, load_spec, parse_spec
-from tracking.store import artifact_location
 from tests.conftest import write_mvalue
 from tests.test_malformed_inputs import assert_spec_refused
+from tracking.store import artifact_location
 
 BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9 if i else ['x'] * 9)}]\n" for i in range(9)) + "name: [*l8]\n"
 
@@ -100,8 +100,8 @@ def model_with_its_own_code(tmp_path) -> Path:
         class CustomConfig(PretrainedConfig):
             model_type = "mvp-custom-net"
     """))
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"weight": torch.zeros(1)}, str(folder / "model.safetensors"))
     return folder

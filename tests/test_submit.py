@@ -42,8 +42,8 @@ def submission(tiny_model_dir, mvalue_dir, tmp_path_factory):
 def test_submission_finishes_every_item(submission):
     summary, _ = submission
     assert summary.ok, summary.failures
-    assert sorted(summary.done) == sorted(f"{model} / {c} / {l}" for model in [summary.done[0].split(" / ")[0]]
-                                          for c in ("morality", "truthfulness") for l in ("en", "fr"))
+    assert sorted(summary.done) == sorted(f"{model} / {c} / {lang}" for model in [summary.done[0].split(" / ")[0]]
+                                          for c in ("morality", "truthfulness") for lang in ("en", "fr"))
 
 
 def test_parent_run_holds_spec_summary_and_status(submission):

@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 
 from mvplatform.concepts import extract_vectors, repe_signs
-from mvplatform.uncertainty import (accuracy_intervals, best_layer_interval, bootstrap_counts, consistency_interval,
-                                    fisher_interval, mcnemar, paired_difference, pair_correct, pearson,
-                                    permutation_chance, resampled_directions, transfer_intervals, wilson)
+from mvplatform.uncertainty import (
+    accuracy_intervals,
+    best_layer_interval,
+    bootstrap_counts,
+    consistency_interval,
+    fisher_interval,
+    mcnemar,
+    pair_correct,
+    paired_difference,
+    pearson,
+    permutation_chance,
+    resampled_directions,
+    transfer_intervals,
+    wilson,
+)
 
 Z = 1.959963984540054
 

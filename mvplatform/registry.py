@@ -50,7 +50,7 @@ class Registry(Generic[F]):
         self._entries: dict[str, Entry[F]] = {}
         self._loaded = not modules
 
-    def register(self, name: str, *, help: str) -> Callable[[F], F]:  # noqa: A002 - argparse's word
+    def register(self, name: str, *, help: str) -> Callable[[F], F]:
         """Decorator: register the function under ``name`` with a one-line ``help``."""
         if not help or "\n" in help:
             raise ValueError(f"{self.kind} {name!r}: help must be one non-empty line")
@@ -63,7 +63,7 @@ class Registry(Generic[F]):
 
         return decorate
 
-    def declare(self, name: str, *, help: str, target: str) -> None:  # noqa: A002
+    def declare(self, name: str, *, help: str, target: str) -> None:
         """Register a name whose function lives in a heavy module, as a ``"module:function"`` string."""
         self.register(name, help=help)(cast(F, target))
 

@@ -23,15 +23,15 @@ def plugins() -> Iterator[None]:
     """Register an operator, a judge and a sampler for one test, and remove them after."""
 
     @OPERATORS.register("test_double", help="h + 2 c v (a test operator)")
-    def double(hidden, vector, coefficient):  # noqa: ANN001, ANN202 - torch tensors
+    def double(hidden, vector, coefficient):
         return hidden + 2 * coefficient * vector
 
     @JUDGES.register("test-always-follows", help="every response followed (a test judge)")
-    def always(spec, load):  # noqa: ANN001, ANN202
+    def always(spec, load):
         raise NotImplementedError
 
     @SAMPLERS.register("test-sampler", help="a test sampler")
-    def sampler(seed, space):  # noqa: ANN001, ANN202
+    def sampler(seed, space):
         raise NotImplementedError
 
     try:

@@ -69,7 +69,8 @@ def last_token_reads(
     too_short = [i for i, ids in enumerate(encoded) if len(ids) < -token]
     if too_short:
         raise ValueError(f"input {too_short[0]} has fewer than {-token} tokens; use a token closer to the end")
-    base = loaded.model.base_model  # skips the LM head: hidden states only
+    # skips the LM head: hidden states only (typed Tensor | Module by nn.Module.__getattr__; a module here)
+    base: torch.nn.Module = loaded.model.base_model  # type: ignore[assignment]
     # Each block's output at the read token, gathered inside its hook (so no [B, T, H] copy is kept).
     picked: dict[int, torch.Tensor] = {}
     where: dict[str, torch.Tensor] = {}

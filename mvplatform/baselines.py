@@ -170,7 +170,8 @@ def bow_lr_on(features: PairFeatures, train: np.ndarray, test: np.ndarray) -> np
 
 def _decision(model: LogisticRegression, x: np.ndarray | sparse.csr_matrix) -> np.ndarray:
     """``model.decision_function(x)``'s arithmetic (x . coef + intercept) without its per-call input checks."""
-    return (safe_sparse_dot(x, model.coef_.T, dense_output=True) + model.intercept_).reshape(-1)
+    scores: np.ndarray = (safe_sparse_dot(x, model.coef_.T, dense_output=True) + model.intercept_).reshape(-1)
+    return scores
 
 
 @dataclass(frozen=True)

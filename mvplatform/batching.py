@@ -48,7 +48,8 @@ class PaddedBatch:
 
 def encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
     """Token ids of every prompt, unpadded."""
-    return tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    ids: list[list[int]] = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    return ids
 
 
 def padded_batches(tokenizer: PreTrainedTokenizerBase, encoded: Sequence[list[int]], batch_size: int,

@@ -52,7 +52,7 @@ from mvplatform.uncertainty import (
 )
 
 if TYPE_CHECKING:  # type hints only: importing extraction would pull in torch
-    from mvplatform.extraction import ExtractionResult
+    from mvplatform.extraction import Evidence, ExtractionResult
     from mvplatform.spec import AnalysisSpec
 
 
@@ -71,7 +71,8 @@ class Consistency:
     @property
     def max(self) -> np.ndarray:
         """``[n, n]`` the highest cosine over layers per pair (the authors' reduction); diagonal 1."""
-        return self.per_layer.max(axis=0)
+        highest: np.ndarray = self.per_layer.max(axis=0)
+        return highest
 
     def reduce(self, how: str = "max") -> np.ndarray:
         """The layer reduction a spec names: ``max`` (the authors') or ``mean``."""
@@ -92,7 +93,8 @@ class Consistency:
         if n < 2:
             return np.full(len(self.layers), np.nan)
         off = ~np.eye(n, dtype=bool)
-        return self.per_layer[:, index][:, :, index][:, off].mean(axis=1)
+        curve: np.ndarray = self.per_layer[:, index][:, :, index][:, off].mean(axis=1)
+        return curve
 
 
 def _common_layers(vectors: Mapping[str, ConceptVectors]) -> list[int]:
@@ -323,11 +325,13 @@ def analyse_concept(results: Sequence[ExtractionResult], analyses: Sequence[str]
                     settings: AnalysisSpec) -> ConceptAnalysis:
     """Consistency, transferability and linguistic correlation over one concept's languages."""
     by_language = {r.language: r for r in results}
-    languages = language_order(by_language, results[0].model)
+    languages = language_order(list(by_language), results[0].model)
     vectors = {lang: by_language[lang].vectors for lang in languages}
     cons = consistency(vectors) if {"consistency", "linguistic"} & set(analyses) else None
     similarity = None if cons is None else cons.reduce(settings.layer_reduction)
-    trans = direction = linguistic = None
+    trans: Transfer | None = None
+    direction: Directionality | None = None
+    linguistic: dict[str, dict[str, Correlation]] | None = None
     if "transferability" in analyses:
         trans = transfer(vectors, {lang: (by_language[lang].test_pos, by_language[lang].test_neg) for lang in languages})
         direction = directionality(trans, settings.high_resource)
@@ -352,12 +356,18 @@ def cross_lingual_intervals(results: Sequence[ExtractionResult], cons: Consisten
 
     Only when every result carries its evidence (``extract.intervals``); no model runs.
     """
-    evidence = [r.evidence for r in results]
-    if not results or any(e is None or e.train_diffs is None for e in evidence):
+    if not results:
         return None
+    evidence: list[Evidence] = []
+    diffs: dict[str, np.ndarray] = {}  # language -> its training pairs' pos - neg
+    for r in results:
+        if r.evidence is None or r.evidence.train_diffs is None:
+            return None
+        evidence.append(r.evidence)
+        diffs[r.language] = r.evidence.train_diffs
     consistency_ci = transfer_ci = direction_ci = None
     if cons is not None and len(results) > 1:
-        train = {r.language: (r.evidence.train_diffs, np.zeros_like(r.evidence.train_diffs)) for r in results}
+        train = {lang: (d, np.zeros_like(d)) for lang, d in diffs.items()}
         consistency_ci = consistency_interval(train, results[0].vectors.method, seed=evidence[0].seed,
                                               orientation=evidence[0].orientation, reduction=reduction)
     if trans is not None:

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
@@ -130,7 +131,8 @@ class Evidence:
                 "baselines": {name: values.tolist() for name, values in self.baselines.items()}}
 
     @classmethod
-    def from_json(cls, data: dict) -> Evidence:  # noqa: ANN001 - parsed JSON
+    def from_json(cls, data: dict[str, Any]) -> Evidence:
+        """Back from :meth:`to_json`'s parsed JSON."""
         return cls(int(data["folds"]), np.asarray(data["correct"], dtype=np.float64), np.asarray(data["low"]),
                    np.asarray(data["high"]), np.asarray(data["chance"]), Interval(*map(float, data["best"])),
                    {name: np.asarray(values, dtype=np.float64) for name, values in data["baselines"].items()},
@@ -328,7 +330,8 @@ class EvalResult:
 
     @property
     def accuracy(self) -> np.ndarray:
-        return self.correct.mean(axis=0)
+        accuracy: np.ndarray = self.correct.mean(axis=0)
+        return accuracy
 
     @property
     def n_pairs(self) -> int:

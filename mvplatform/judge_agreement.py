@@ -62,7 +62,7 @@ def load_labels(path: Path | None = None) -> list[LabelledResponse]:
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a list of labelled responses")
     out, seen = [], set()
-    known = {f.name for f in LabelledResponse.__dataclass_fields__.values()}  # type: ignore[attr-defined]
+    known = {f.name for f in LabelledResponse.__dataclass_fields__.values()}
     for n, row in enumerate(rows):
         if not isinstance(row, dict) or set(row) - known:
             raise DataError(f"{path}: item {n}: expected an object with fields {sorted(known)}; "

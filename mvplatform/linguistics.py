@@ -100,7 +100,8 @@ def feature_vector(language: str, feature: str) -> np.ndarray:
     vector = data[index[iso]]
     if prefix:
         vector = vector[np.char.startswith(feats, prefix)]
-    return vector.astype(np.float64)
+    out: np.ndarray = vector.astype(np.float64)
+    return out
 
 
 def _cosine_similarity(languages: tuple[str, ...], feature: str) -> np.ndarray:

@@ -195,7 +195,8 @@ def mcnemar(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
 def pair_correct(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """[pairs, layers] 1.0 where pos projects strictly above neg (recognition's rule), else 0.0."""
     margins = np.einsum("nlh,lh->nl", pos.astype(np.float64) - neg, directions)
-    return (margins > 0).astype(np.float64)
+    correct: np.ndarray = (margins > 0).astype(np.float64)
+    return correct
 
 
 def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, signs: np.ndarray | None,
@@ -222,9 +223,9 @@ def resampled_directions(pos: np.ndarray, neg: np.ndarray, counts: np.ndarray, s
             q = np.where(flip[:, None, None], pos[index], neg[index])
             out[b] = extract_vectors(p, q, layers, method, seed, orientation=orientation).directions
         return out
-    diffs = (pos.astype(dtype) - neg.astype(dtype)).transpose(1, 0, 2)  # [L, n, H]
+    diffs: np.ndarray = (pos.astype(dtype) - neg.astype(dtype)).transpose(1, 0, 2)  # [L, n, H]
     weights = counts * signs  # [B, n]
-    raw = np.matmul((weights / counts.sum(axis=1, keepdims=True)).astype(dtype), diffs)  # [L, B, H]
+    raw: np.ndarray = np.matmul((weights / counts.sum(axis=1, keepdims=True)).astype(dtype), diffs)  # [L, B, H]
     if orientation not in ("majority", "repe"):  # the authors' cluster means: the raw mean difference
         return raw.transpose(1, 0, 2)
     # the sign rule on the drawn (and flipped) pairs: margin of pair k = s_k d_k . direction
@@ -244,7 +245,8 @@ def batch_accuracy(directions: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> 
     """[B, L] recognition accuracy of each of B vector sets [B, L, H] on the same test pairs."""
     diffs = (pos.astype(np.float64) - neg).transpose(1, 0, 2)  # [L, m, H]
     margins = np.matmul(diffs, directions.transpose(1, 2, 0))  # [L, m, B]
-    return (margins > 0).mean(axis=1).T
+    accuracy: np.ndarray = (margins > 0).mean(axis=1).T
+    return accuracy
 
 
 def permutation_accuracy(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
@@ -286,8 +288,9 @@ def permutation_signs(n: int, n_perm: int, seed: int) -> np.ndarray:
 def pair_gram(pos: np.ndarray, neg: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """[L, N, N] inner products of the pairs' differences (pos - neg) at each layer (``dtype``: float32
     halves the cost; only a margin within rounding of 0 could change side)."""
-    diffs = np.ascontiguousarray((pos.astype(dtype) - neg.astype(dtype)).transpose(1, 0, 2))  # [L, N, H]
-    return np.matmul(diffs, diffs.transpose(0, 2, 1))
+    diffs: np.ndarray = np.ascontiguousarray((pos.astype(dtype) - neg.astype(dtype)).transpose(1, 0, 2))  # [L, N, H]
+    gram: np.ndarray = np.matmul(diffs, diffs.transpose(0, 2, 1))
+    return gram
 
 
 def permuted_accuracy_from_gram(gram: np.ndarray, train: np.ndarray, test: np.ndarray, n_perm: int, seed: int,
@@ -306,7 +309,8 @@ def permuted_accuracy_from_gram(gram: np.ndarray, train: np.ndarray, test: np.nd
         above, below = (own > 0).sum(axis=-1), (own < 0).sum(axis=-1)
         keep = above / n >= 0.5 if orientation == "majority" else below <= above
         margins *= np.where(keep, 1.0, -1.0)[:, :, None]
-    return (margins > 0).mean(axis=-1).T
+    accuracy: np.ndarray = (margins > 0).mean(axis=-1).T
+    return accuracy
 
 
 def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: np.ndarray, test_neg: np.ndarray,
@@ -322,7 +326,8 @@ def permutation_chance(train_pos: np.ndarray, train_neg: np.ndarray, test_pos: n
     """
     accuracy = permutation_accuracy(train_pos, train_neg, test_pos, test_neg, method, n_perm, seed, chunk,
                                     orientation)
-    return np.quantile(accuracy, quantile, axis=0)
+    chance: np.ndarray = np.quantile(accuracy, quantile, axis=0)
+    return chance
 
 
 @dataclass(frozen=True)

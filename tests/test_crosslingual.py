@@ -203,3 +203,29 @@ def test_tables_show_the_intervals():
     markdown, table_csv = model_table1_text([ModelTable1("m", ["en", "fr", "sw"], ["morality"], np.eye(3), cells)])
     assert "| m | +0.46* [+0.10, +0.71] | +0.20 |" in markdown
     assert "m,all,genetic,direct,0.4560,0.01,10,0.1000,0.7100" in table_csv
+
+
+def test_cross_lingual_intervals_need_every_languages_training_differences():
+    from mvplatform.crosslingual import cross_lingual_intervals
+    from mvplatform.extraction import Evidence, ExtractionResult
+    from mvplatform.uncertainty import Interval
+
+    def result(lang, diff, train_diffs=True, evidence=True):
+        diffs = np.array([[diff], [diff]], dtype=np.float32)  # two identical training pairs, one layer
+        ev = Evidence(1, np.ones((2, 1)), np.ones(1), np.ones(1), np.full(1, 0.5), Interval(1.0, 1.0, 1.0), {},
+                      train_diffs=diffs if train_diffs else None)
+        return ExtractionResult("m", "morality", lang, vec(diff), np.ones(1), diffs, np.zeros_like(diffs), 2, 0.0,
+                                evidence=ev if evidence else None)
+
+    en, fr = result("en", [1.0, 0.0]), result("fr", [1.0, 1.0])
+    cons = consistency({"en": en.vectors, "fr": fr.vectors})
+    ci = cross_lingual_intervals([en, fr], cons, None, "max").consistency
+    # every resample draws the same pairs, so the interval is the point: cos((1, 0), (1, 1)) = 1 / sqrt(2)
+    s = 1 / np.sqrt(2)
+    assert ci.languages == ["en", "fr"]
+    np.testing.assert_allclose([ci.mean.point, ci.mean.low, ci.mean.high], [s, s, s], atol=1e-6)
+    np.testing.assert_allclose(ci.low, [[1, s], [s, 1]], atol=1e-6)
+    # one language without its training differences, or without evidence at all: no intervals
+    assert cross_lingual_intervals([en, result("fr", [1.0, 1.0], train_diffs=False)], cons, None, "max") is None
+    assert cross_lingual_intervals([result("en", [1.0, 0.0], evidence=False), fr], cons, None, "max") is None
+    assert cross_lingual_intervals([], cons, None, "max") is None

@@ -481,8 +481,16 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
 
     from mvplatform.catalog import CONCEPTS
     from mvplatform.data import builtin_root, resolve_dataset
-    from mvplatform.datacheck import (CUE_NAMES, MIN_PAIRS, CueLimits, check_concept, check_instructions,
-                                      data_card_counts, replace_block, worst)
+    from mvplatform.datacheck import (
+        CUE_NAMES,
+        MIN_PAIRS,
+        CueLimits,
+        check_concept,
+        check_instructions,
+        data_card_counts,
+        replace_block,
+        worst,
+    )
 
     root = resolve_dataset(args.dataset)
     if args.action == "card":

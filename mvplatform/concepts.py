@@ -29,7 +29,8 @@ DirectionMethod = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.nda
 @DIRECTION_METHODS.register("cluster_mean", help="mean(h_pos) - mean(h_neg) per layer (the paper's)")
 def cluster_mean(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """mean(h_pos) - mean(h_neg) per layer: the paper's choice."""
-    return pos.mean(axis=0) - neg.mean(axis=0)
+    direction: np.ndarray = pos.mean(axis=0) - neg.mean(axis=0)
+    return direction
 
 
 @DIRECTION_METHODS.register("pca", help="first principal component of recentred pair differences (repe's PCA)")
@@ -83,7 +84,7 @@ class ConceptVectors:
     signs: np.ndarray | None = None  # [L] repe's signs, recorded but not applied (authors' cluster_mean)
 
     def save(self, path: str | Path) -> None:
-        tensors = {"directions": np.ascontiguousarray(self.directions, dtype=np.float32),
+        tensors: dict[str, np.ndarray] = {"directions": np.ascontiguousarray(self.directions, dtype=np.float32),
                    "layers": np.asarray(self.layers, dtype=np.int64)}
         if self.norms is not None:
             tensors["norms"] = np.asarray(self.norms, dtype=np.float32)
@@ -125,7 +126,8 @@ def recognition_accuracy(vectors: ConceptVectors, pos: np.ndarray, neg: np.ndarr
     """Per layer, the share of pairs whose pos input projects strictly higher than its neg input."""
     _check_pairs(pos, neg, vectors.layers)
     margins = np.einsum("nlh,lh->nl", pos.astype(np.float64) - neg, vectors.directions)
-    return (margins > 0).mean(axis=0)
+    accuracy: np.ndarray = (margins > 0).mean(axis=0)
+    return accuracy
 
 
 def best_layer(accuracy: np.ndarray, layers: list[int]) -> tuple[int, float]:

@@ -793,8 +793,8 @@ def json_schema() -> dict[str, Any]:
                                      "anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
     names = {"concept": list(CONCEPTS), "concepts": list(CONCEPTS), "languages": list(LANGUAGES),
              "high_resource": list(LANGUAGES)}
-    for shape in [schema, *defs.values()]:
-        for shape in [shape, *shape.get("anyOf", [])]:
+    for top in [schema, *defs.values()]:
+        for shape in [top, *top.get("anyOf", [])]:
             for field, prop in shape.get("properties", {}).items():
                 if field in names:
                     _add_enum(prop, names[field])

@@ -85,13 +85,15 @@ class _Positions:
         self.offset = 0
         self.active: torch.Tensor | None = None  # [B, T, 1] 1.0 where steering applies
 
-    def before_forward(self, _module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    def before_forward(self, _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         import torch
 
         ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        batch, length = (ids.shape if ids is not None else embeds.shape[:2])
-        device = (ids if ids is not None else embeds).device
+        inputs = ids if ids is not None else kwargs.get("inputs_embeds")  # [B, T] ids or [B, T, H] embeddings
+        if inputs is None:
+            raise ValueError("steering needs the forward pass's input_ids or inputs_embeds; it got neither")
+        batch, length = inputs.shape[:2]
+        device = inputs.device
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 2:
             real = mask[:, -length:].to(device=device, dtype=torch.float32)

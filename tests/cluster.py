@@ -240,12 +240,13 @@ class LocalCluster:
             try:
                 with urllib.request.urlopen(url, timeout=2):
                     return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError) as err:
                 service = self.services[name]
                 if service.popen is not None and service.popen.poll() is not None:
-                    raise RuntimeError(f"{name} exited {service.popen.returncode}:\n{service.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"{name} exited {service.popen.returncode}:\n{service.log.read_text()[-3000:]}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not answer {url} within {timeout} s")
+                    raise RuntimeError(f"{name} did not answer {url} within {timeout} s") from err
                 time.sleep(0.3)
 
     def start(self) -> LocalCluster:

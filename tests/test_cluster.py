@@ -12,7 +12,6 @@ it), nothing duplicated (one child run per step/model/concept/language tag set).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys

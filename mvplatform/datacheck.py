@@ -395,16 +395,12 @@ def _value(cue: Cue) -> float:
     return cue.share if cue.share is not None else cue.accuracy
 
 
-@dataclass(frozen=True)
-class BackTranslationResult:
-    """One language's blind back-translation check, read from ``backtranslation/{lang}.json``."""
+class _PassShares:
+    """Pass counts shared by the value-pair and the instruction back-translation results."""
 
-    language: str
     checked: int
     passed: int  # verdict "pass" now
-    failures: tuple[str, ...]  # failed at first check: "concept/id (kind, fix applied | fix not applied)"
-    pending: int = 0  # back-translated items without a verdict yet (the compare phase has not reached them)
-    stale: tuple[str, ...] = ()  # "concept/id" whose English or target pair changed since its verdict
+    failures: tuple[str, ...]  # failed at first check
 
     @property
     def passed_first(self) -> int:
@@ -418,6 +414,18 @@ class BackTranslationResult:
     @property
     def share_now(self) -> float:
         return self.passed / self.checked if self.checked else 0.0
+
+
+@dataclass(frozen=True)
+class BackTranslationResult(_PassShares):
+    """One language's blind back-translation check, read from ``backtranslation/{lang}.json``."""
+
+    language: str
+    checked: int
+    passed: int  # verdict "pass" now
+    failures: tuple[str, ...]  # failed at first check: "concept/id (kind, fix applied | fix not applied)"
+    pending: int = 0  # back-translated items without a verdict yet (the compare phase has not reached them)
+    stale: tuple[str, ...] = ()  # "concept/id" whose English or target pair changed since its verdict
 
 
 def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str] = LANGUAGES
@@ -508,7 +516,7 @@ def text_stamp(text: object) -> str:
 
 
 @dataclass(frozen=True)
-class InstructionCheckResult:
+class InstructionCheckResult(_PassShares):
     """One language's blind back-translation check of control instructions, read from
     ``backtranslation/instructions/{lang}.json``; a sampled id is checked on both sides."""
 
@@ -518,15 +526,6 @@ class InstructionCheckResult:
     failures: tuple[str, ...]  # failed at first check: "side/id (kind, fix applied | fix not applied)"
     stale: tuple[str, ...] = ()  # "side/id" whose English or target text changed since its verdict
     pending: int = 0
-
-    @property
-    def passed_first(self) -> int:
-        """Texts that passed on the text as first checked (a pass after a fix does not count)."""
-        return self.checked - len(self.failures)
-
-    @property
-    def share(self) -> float:
-        return self.passed_first / self.checked if self.checked else 0.0
 
 
 def instruction_backtranslation_summary(folder: Path, instructions: Path, languages: Iterable[str] = LANGUAGES

@@ -223,7 +223,9 @@ def train(model: torch.nn.Module, rows: list[tuple[list[int], list[int]]], recip
     with torch.no_grad():
         for ids, _, mask in batches:
             if frozen:
-                hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[frozen]
+                # the decoder alone: the LM head's logits over the vocabulary are not needed here
+                hidden = model.model(input_ids=ids, attention_mask=mask,  # type: ignore[operator]
+                                     output_hidden_states=True).hidden_states[frozen]
                 inputs.append({"inputs_embeds": hidden, "attention_mask": mask})
             else:
                 inputs.append({"input_ids": ids, "attention_mask": mask})

@@ -295,7 +295,7 @@ def require_built(name: str, cache_dir: Path) -> Path:
     """The organism's folder, or a clear error saying how to build it."""
     if not is_built(name, cache_dir):
         raise ModelError(f"model organism {name!r} is not built in {cache_dir}; `mvp submit` builds it on first "
-                         f"use, or run: mvp organism build {name} (about 10 minutes on 2 CPU cores)")
+                         f"use, or run: mvp organism build {name} (about 30 minutes on 2 busy CPU cores)")
     return organism_dir(name, cache_dir)
 
 

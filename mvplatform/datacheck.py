@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES
 from mvplatform.data import pair_file, read_pairs
@@ -428,6 +429,37 @@ class BackTranslationResult(_PassShares):
     stale: tuple[str, ...] = ()  # "concept/id" whose English or target pair changed since its verdict
 
 
+@dataclass
+class _Tally:
+    """Verdict counts of one back-translation file: the walk both kinds of file (pairs, instructions) share."""
+
+    checked: int = 0
+    passed: int = 0
+    pending: int = 0
+    failures: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, where: str, item: object, fields: str, stamped: tuple[tuple[str, object], ...],
+            fix_applied: Callable[[dict[str, Any]], bool]) -> None:
+        """Count one item; ``stamped`` pairs each sha1 field with the text it stamps (None: gone)."""
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: {where}: expected an object with {fields}")
+        verdict = item.get("verdict")
+        if verdict is None:
+            self.pending += 1
+            return
+        if verdict not in ("pass", "fail"):
+            raise DataError(f"{path}: {where}: field 'verdict' must be 'pass' or 'fail', got {verdict!r}")
+        self.checked += 1
+        self.passed += verdict == "pass"
+        if any(stamp in item and (text is None or item[stamp] != text_stamp(text)) for stamp, text in stamped):
+            self.stale.append(where)
+        if verdict == "pass" and "problem" not in item:
+            return
+        kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
+        self.failures.append(f"{where} ({kind}, fix {'applied' if fix_applied(item) else 'not applied'})")
+
+
 def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str] = LANGUAGES
                             ) -> list[BackTranslationResult]:
     """Pass rates per language file in ``folder`` (``{concept: {id: {"verdict": "pass"|"fail", ...}}}``).
@@ -438,6 +470,7 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
     without a verdict are counted as pending, not as checked. A verdict is stale when its ``en_sha1``
     or ``target_sha1`` stamp (sha1 of the pair's JSON, see :func:`text_stamp`) no longer matches.
     """
+    english_by_concept: dict[str, dict[str, dict[str, Any]]] = {}  # read once, not once per language
     results = []
     for language in languages:
         path = folder / f"{language}.json"
@@ -447,36 +480,25 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
             tree = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-        checked = passed = pending = 0
-        failures, stale = [], []
+        tally = _Tally()
         for concept, items in tree.items():
             if not isinstance(items, dict):
                 raise DataError(f"{path}: {concept}: expected an object of items by id")
             current = _leaves_by_id(values, concept, language)
-            english = _leaves_by_id(values, concept, "en")
+            if concept not in english_by_concept:
+                english_by_concept[concept] = _leaves_by_id(values, concept, "en")
+            english = english_by_concept[concept]
             for key, item in items.items():
-                if not isinstance(item, dict):
-                    raise DataError(f"{path}: {concept}/{key}: expected an object with 'pos', 'neg' and 'verdict'")
-                verdict = item.get("verdict")
-                if verdict is None:
-                    pending += 1
-                    continue
-                if verdict not in ("pass", "fail"):
-                    raise DataError(f"{path}: {concept}/{key}: field 'verdict' must be 'pass' or 'fail', "
-                                    f"got {verdict!r}")
-                checked += 1
-                passed += verdict == "pass"
-                if any(stamp in item and (leaf is None or item[stamp] != text_stamp(leaf))
-                       for stamp, leaf in (("en_sha1", english.get(key)), ("target_sha1", current.get(key)))):
-                    stale.append(f"{concept}/{key}")
-                if verdict == "pass" and "problem" not in item:
-                    continue
-                kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
-                fixes = {side: item[f"fix_{side}"] for side in ("pos", "neg") if item.get(f"fix_{side}")}
-                leaf = current.get(key, {})
-                applied = bool(fixes) and all(leaf.get(side) == text for side, text in fixes.items())
-                failures.append(f"{concept}/{key} ({kind}, fix {'applied' if applied else 'not applied'})")
-        results.append(BackTranslationResult(language, checked, passed, tuple(failures), pending, tuple(stale)))
+                leaf = current.get(key)
+
+                def applied(item: dict[str, Any], leaf: dict[str, Any] = leaf or {}) -> bool:
+                    fixes = {side: item[f"fix_{side}"] for side in ("pos", "neg") if item.get(f"fix_{side}")}
+                    return bool(fixes) and all(leaf.get(side) == text for side, text in fixes.items())
+
+                tally.add(path, f"{concept}/{key}", item, "'pos', 'neg' and 'verdict'",
+                          (("en_sha1", english.get(key)), ("target_sha1", leaf)), applied)
+        results.append(BackTranslationResult(language, tally.checked, tally.passed, tuple(tally.failures),
+                                             tally.pending, tuple(tally.stale)))
     return results
 
 
@@ -546,32 +568,17 @@ def instruction_backtranslation_summary(folder: Path, instructions: Path, langua
             continue
         tree = _instruction_file(path)
         current = _instruction_file(instructions / f"{language}.json")
-        checked = passed = pending = 0
-        failures, stale = [], []
+        tally = _Tally()
         for side, items in tree.items():
             if side not in ("harmful", "harmless") or not isinstance(items, dict):
                 raise DataError(f"{path}: expected 'harmful' and 'harmless' objects of items by id, got {side!r}")
             for key, item in items.items():
-                if not isinstance(item, dict):
-                    raise DataError(f"{path}: {side}/{key}: expected an object with 'text' and 'verdict'")
-                verdict = item.get("verdict")
-                if verdict is None:
-                    pending += 1
-                    continue
-                if verdict not in ("pass", "fail"):
-                    raise DataError(f"{path}: {side}/{key}: field 'verdict' must be 'pass' or 'fail', got {verdict!r}")
-                checked += 1
-                passed += verdict == "pass"
-                target, source = current.get(side, {}).get(key), english.get(side, {}).get(key)
-                if any(stamp in item and (text is None or item[stamp] != text_stamp(text))
-                       for stamp, text in (("en_sha1", source), ("target_sha1", target))):
-                    stale.append(f"{side}/{key}")
-                if verdict == "pass" and "problem" not in item:
-                    continue
-                kind = str(item.get("problem", "unstated")).split(":", 1)[0].strip()
-                applied = bool(item.get("fix")) and target == item["fix"]
-                failures.append(f"{side}/{key} ({kind}, fix {'applied' if applied else 'not applied'})")
-        results.append(InstructionCheckResult(language, checked, passed, tuple(failures), tuple(stale), pending))
+                target = current.get(side, {}).get(key)
+                tally.add(path, f"{side}/{key}", item, "'text' and 'verdict'",
+                          (("en_sha1", english.get(side, {}).get(key)), ("target_sha1", target)),
+                          lambda item, target=target: bool(item.get("fix")) and target == item["fix"])
+        results.append(InstructionCheckResult(language, tally.checked, tally.passed, tuple(tally.failures),
+                                              tuple(tally.stale), tally.pending))
     return results
 
 

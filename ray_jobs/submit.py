@@ -346,7 +346,8 @@ class _Runner:
             self.hooks.advance(1)
 
         dispatch(todo, lambda item, worker: worker.states.remote(self.data.splits[(item.concept, item.language)],
-                                                                 self.spec.extract), computed, failed, workers)
+                                                                 self.spec.extract), computed, failed, workers,
+                 note=self.hooks.note)
         return results
 
     @_timed("eval")

@@ -52,6 +52,27 @@ def create_vector_model(client: MlflowClient, experiment_id: str, run_id: str, r
                                       params=params, model_type=MODEL_TYPE).model_id
 
 
+def delete_run_models(client: MlflowClient, experiment_id: str, run_id: str) -> int:
+    """Delete every logged model whose source is ``run_id``; returns how many.
+
+    A resumed submission deletes its unfinished child runs and logs the items again; their models
+    (PENDING if the driver died before the files were up, READY if it died after) would otherwise stay
+    in the Models tab beside the new ones, pointing at a deleted run.
+    """
+    ids: list[str] = []
+    token = None
+    while True:  # every page first: deleting while paging would shift the pages' offsets
+        page = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                           page_token=token)
+        ids += [model.model_id for model in page]
+        token = page.token
+        if not token:
+            break
+    for model_id in ids:
+        client.delete_logged_model(model_id)
+    return len(ids)
+
+
 def signature(hidden: int, layer: int) -> ModelSignature:
     """float32 ``[-1, hidden]`` states in, ``[-1]`` scores out, parameter ``layer`` (1-based)."""
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, hidden))]),

@@ -30,7 +30,7 @@ from mvplatform.crosslingual import ConceptAnalysis, mean_similarity, model_tabl
 from mvplatform.extraction import EvalResult, ExtractionResult
 from mvplatform.figures import Curve, accuracy_figure, eval_table, matrix_heatmap, table1, write_summary
 from mvplatform.spec import Spec
-from tracking.logged_models import create_vector_model, upload_vector_model
+from tracking.logged_models import create_vector_model, delete_run_models, upload_vector_model
 from tracking.provenance import data_input, provenance_tags
 from tracking.store import artifact_location
 from tracking.summaries import parent_metrics
@@ -131,7 +131,8 @@ class SubmissionTracker:
         for child in self.children():
             if child.info.status == "FINISHED":
                 self.finished.setdefault(child_key(child.data.tags), child.info.run_id)
-            else:
+            else:  # its logged models too, or the Models tab keeps vectors of a deleted run
+                delete_run_models(self.client, self.experiment_id, child.info.run_id)
                 self.client.delete_run(child.info.run_id)
         self.client.update_run(self.parent_id, status="RUNNING")
         self.client.set_tag(self.parent_id, "resumed", str(self.resumed))

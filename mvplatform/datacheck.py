@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mvplatform.catalog import CONCEPTS, LANGUAGES
-from mvplatform.data import pair_file, read_pairs
+from mvplatform.data import pair_file, read_json, read_pairs
 from mvplatform.errors import DataError
 from mvplatform.uncertainty import wilson
 
@@ -255,7 +255,7 @@ def check_concept(root: Path, concept: str, languages: Iterable[str] = LANGUAGES
         except DataError as exc:
             report.problems.append(str(exc))
             continue
-        raw = json.loads(pair_file(root, concept, language).read_text(encoding="utf-8"))
+        raw = read_json(pair_file(root, concept, language))
         report.pairs = len(pairs)
         keys = {p.key for p in pairs}
         if language == reference:
@@ -318,7 +318,7 @@ def check_instructions(folder: Path, languages: Iterable[str] = LANGUAGES,
         if not path.is_file():
             problems.append(f"{path} missing")
             continue
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         for kind in ("harmful", "harmless"):
             items = data.get(kind, {})
             if len(items) < minimum:
@@ -362,7 +362,7 @@ def data_card_counts(root: Path, concepts: Iterable[str] = CONCEPTS, limits: Cue
     if (labels / "responses.json").is_file() and lexicon.is_file():
         from mvplatform.judge_agreement import card_block  # only the card needs the judges
 
-        phrases = json.loads(lexicon.read_text(encoding="utf-8"))
+        phrases = read_json(lexicon)
         parts.append(card_block(labels, {lang: [p.lower() for p in items] for lang, items in phrases.items()}))
     return "\n\n".join(parts)
 
@@ -476,10 +476,7 @@ def backtranslation_summary(folder: Path, values: Path, languages: Iterable[str]
         path = folder / f"{language}.json"
         if not path.is_file():
             continue
-        try:
-            tree = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+        tree = read_json(path)
         tally = _Tally()
         for concept, items in tree.items():
             if not isinstance(items, dict):
@@ -506,7 +503,7 @@ def _leaves_by_id(values: Path, concept: str, language: str) -> dict[str, dict]:
     path = pair_file(values, concept, language)
     if not path.is_file():
         return {}
-    tree = json.loads(path.read_text(encoding="utf-8"))
+    tree = read_json(path)
     return {key: leaf for group in tree.values() if isinstance(group, dict)
             for key, leaf in group.items() if isinstance(leaf, dict)}
 
@@ -585,10 +582,7 @@ def instruction_backtranslation_summary(folder: Path, instructions: Path, langua
 def _instruction_file(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
-    try:
-        tree = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    tree = read_json(path)
     if not isinstance(tree, dict):
         raise DataError(f"{path}: expected a JSON object")
     return tree
@@ -626,7 +620,7 @@ def instruction_counts(folder: Path, languages: Iterable[str] = LANGUAGES) -> st
     for language in languages:
         path = folder / f"{language}.json"
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
             counts.append((len(data.get("harmful", {})), len(data.get("harmless", {}))))
     if not counts:
         return "Control instructions: none."

@@ -52,6 +52,7 @@ from mvplatform.organism import ORGANISMS, is_built
 from mvplatform.search import StudyResult
 from mvplatform.spec import ExtractionItem, ModelSpec, Spec, expand
 from mvplatform.statestore import StateStore
+from ray_jobs.connect import RayAuthError, check_token_mode, is_auth_failure, token_help
 from ray_jobs.control import ControlRun, run_control
 from ray_jobs.dispatch import ProgressHooks, dispatch
 from ray_jobs.pool import WorkerPool
@@ -180,12 +181,17 @@ def start_ray(address: str | None, verbose: bool) -> None:
     An interrupt in the middle of Ray's start-up once crashed the driver and left Ray's processes
     running; deferred, it stops the submission cleanly a moment later.
     """
+    check_token_mode(address)  # a token-mode cluster refusing this driver: a clear message in ms, not ~20 s
     interrupted: list[int] = []
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, lambda signum, _: interrupted.append(signum)) if in_main_thread else None
     try:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=verbose,
                  runtime_env={"env_vars": worker_env()})
+    except ConnectionError as exc:
+        if is_auth_failure(exc):
+            raise RayAuthError(token_help(address or os.environ.get("RAY_ADDRESS", "?"))) from exc
+        raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)

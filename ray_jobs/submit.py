@@ -317,6 +317,12 @@ class _Runner:
                 # After the pool is gone: its actors hold the CPUs the analysis tasks need.
                 if self.cross:
                     self._analyse_model(model, results)
+            self._flush_tracking()
+
+    @_timed("tracking")
+    def _flush_tracking(self) -> None:
+        """The extraction runs still being written to MLflow in the background (tracking/writer.py)."""
+        self.tracker.flush()
 
     # -- extraction -----------------------------------------------------------------------------
 

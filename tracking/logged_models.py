@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import LoggedModelOutput
+from mlflow.entities import LoggedModel, LoggedModelOutput
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.models.signature import ModelSignature
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -30,6 +32,7 @@ from mvplatform.extraction import ExtractionResult
 
 MODEL_TYPE = "mvp-concept-vectors"
 MODEL_CODE = Path(__file__).with_name("vector_model.py")
+_QUIET = threading.Lock()  # _quiet() changes process-wide state (an environment variable, warning filters)
 
 
 def default_layer(result: ExtractionResult) -> int:
@@ -43,13 +46,13 @@ def model_name(result: ExtractionResult) -> str:
     return f"{model}-{result.concept}-{result.language}"
 
 
-def create_vector_model(client: MlflowClient, experiment_id: str, run_id: str, result: ExtractionResult) -> str:
+def create_vector_model(client: MlflowClient, experiment_id: str, run_id: str, result: ExtractionResult) -> LoggedModel:
     """A PENDING logged model for the run's vectors (so metrics can name it before its files are up)."""
     tags = {"model": result.model, "concept": result.concept, "language": result.language, "spec_step": "extract"}
     params = {"method": result.vectors.method, "layers": ",".join(map(str, result.vectors.layers)),
               "default_layer": str(default_layer(result)), "mvp_version": __version__}
     return client.create_logged_model(experiment_id, name=model_name(result), source_run_id=run_id, tags=tags,
-                                      params=params, model_type=MODEL_TYPE).model_id
+                                      params=params, model_type=MODEL_TYPE)
 
 
 def delete_run_models(client: MlflowClient, experiment_id: str, run_id: str) -> int:
@@ -99,17 +102,23 @@ def _quiet() -> Iterator[None]:
             os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = previous
 
 
-def upload_vector_model(client: MlflowClient, model_id: str, run_id: str, result: ExtractionResult,
-                        vectors_path: Path, folder: Path) -> None:
-    """Write the pyfunc around ``vectors_path`` into ``folder``, log it to the model, mark it READY."""
+def upload_vector_model(client: MlflowClient, model: LoggedModel, run_id: str, result: ExtractionResult,
+                        vectors_path: Path, folder: Path, repository: ArtifactRepository | None = None) -> None:
+    """Write the pyfunc around ``vectors_path`` into ``folder``, log it to the model, mark it READY.
+
+    ``repository``: the model's artifact store when the caller has it (saves a lookup request per model).
+    """
     from mlflow.pyfunc import save_model
 
     hidden = int(np.asarray(result.vectors.directions).shape[-1])
-    with _quiet():
+    with _QUIET, _quiet():
         save_model(str(folder), python_model=str(MODEL_CODE), artifacts={"vectors": str(vectors_path)},
                    signature=signature(hidden, default_layer(result)), pip_requirements=["numpy", "safetensors"],
                    metadata={"model": result.model, "concept": result.concept, "language": result.language,
                              "layers": list(result.vectors.layers), "method": result.vectors.method})
-    client.log_model_artifacts(model_id, str(folder))
-    client.finalize_logged_model(model_id, "READY")
-    client.log_outputs(run_id, [LoggedModelOutput(model_id, 0)])
+    if repository is None:
+        client.log_model_artifacts(model.model_id, str(folder))
+    else:
+        repository.log_artifacts(str(folder))
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])

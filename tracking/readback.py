@@ -40,10 +40,26 @@ def find_submission(client: MlflowClient, ref: str) -> Run:
     return run
 
 
-def children(client: MlflowClient, parent: Run, step: str) -> list[Run]:
-    return client.search_runs([parent.info.experiment_id],
-                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = '{step}' "
-                              "and attributes.status = 'FINISHED'", max_results=5000)
+PAGE = 1000  # runs per search request; every page is read, so no submission is cut off at a count
+
+
+def search_all(client: MlflowClient, experiment_id: str, query: str) -> list[Run]:
+    """Every run matching ``query``, a page at a time (MLflow's page tokens)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def children(client: MlflowClient, parent: Run, step: str, status: str = "FINISHED") -> list[Run]:
+    """The parent's child runs of one ``step`` in one MLflow ``status``, all of them."""
+    return search_all(client, parent.info.experiment_id,
+                      f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = '{step}' "
+                      f"and attributes.status = '{status}'")
 
 
 def submission_spec(client: MlflowClient, parent: Run) -> Spec:
@@ -116,22 +132,22 @@ class SubmissionStatus:
 def submission_status(client: MlflowClient, parent: Run, now_ms: int | None = None) -> SubmissionStatus:
     info, tags, metrics = parent.info, parent.data.tags, parent.data.metrics
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    runs = client.search_runs([info.experiment_id], f"tags.mlflow.parentRunId = '{info.run_id}'", max_results=5000)
-    extract = [r for r in runs if r.data.tags.get("step") == "extract"]
+    # Only the runs it prints about, each search filtered on the server: with 1000 extraction runs,
+    # reading them all (metrics, params, tags) was most of the command's time.
     failures = {f"{r.data.tags.get('model')} / {r.data.tags.get('concept')} / {r.data.tags.get('language')}":
-                r.data.tags.get("error", "") for r in extract if r.info.status == "FAILED"}
+                r.data.tags.get("error", "") for r in children(client, parent, "extract", "FAILED")}
     if "items_done" in tags:
         done = int(tags["items_done"])
     elif "items_done" in metrics:
         done = int(metrics["items_done"])
     else:
-        done = sum(r.info.status == "FINISHED" for r in extract)
+        done = len(children(client, parent, "extract"))
     total = int(tags["items_total"]) if "items_total" in tags else None
     end = info.end_time if info.status != "RUNNING" and info.end_time else now_ms
     idle = None
     if info.status == "RUNNING" and "progress_time" in tags:
         idle = max(0.0, (now_ms - int(tags["progress_time"])) / 1000)
-    analyses = sum(r.data.tags.get("step") == "cross-lingual" and r.info.status == "FINISHED" for r in runs)
+    analyses = len(children(client, parent, "cross-lingual"))
     stages = {k.removeprefix("stage_seconds_"): v for k, v in metrics.items() if k.startswith("stage_seconds_")}
     experiment = client.get_experiment(info.experiment_id).name
     return SubmissionStatus(info.run_id, tags.get("spec", "?"), experiment, info.status, done, total, failures,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 from matplotlib import pyplot as plt
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
@@ -32,11 +36,15 @@ from mvplatform.figures import Curve, accuracy_figure, eval_table, matrix_heatma
 from mvplatform.spec import Spec
 from tracking.logged_models import create_vector_model, delete_run_models, upload_vector_model
 from tracking.provenance import data_input, provenance_tags
+from tracking.readback import search_all
 from tracking.store import artifact_location
 from tracking.summaries import parent_metrics
 from tracking.system_metrics import start_monitor, stop_monitor
+from tracking.writer import BackgroundWriter
 
 MAX_PARAM_LENGTH = 500
+ITEM_FIGURES_UP_TO = 100  # items in a submission up to which each extraction run gets its own accuracy figure
+CELLS_ARTIFACT = "cells.zip"  # the parent's copy of every cell's vectors and accuracy.json, for mvp report
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 ChildKey = tuple[str, str | None, str | None, str | None]  # (step, model, concept, language)
 
@@ -79,6 +87,10 @@ class SubmissionTracker:
         self.eval_skipped: list[str] = []  # "name: concept/language" an eval data set lacks
         self.data_files: dict[tuple[str, str], tuple[str, str]] = {}  # (concept, language) -> (path, sha256)
         self.monitor: SystemMetricsMonitor | None = None  # system metrics, when switched on (tracking/system_metrics.py)
+        self.writer = BackgroundWriter()  # extraction runs are written off the dispatch loop
+        self.written = 0  # extraction runs FINISHED in MLflow (or kept from before a resume): items_done
+        self._lock = threading.Lock()
+        self._progress_queued = False
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -141,32 +153,47 @@ class SubmissionTracker:
         return self.parent_id
 
     def progress(self) -> None:
-        """Progress tags on the parent, rewritten as items finish: what ``mvp status`` reads back."""
+        """Progress tags on the parent, rewritten as items finish: what ``mvp status`` reads back.
+
+        ``items_done`` counts the extraction runs already FINISHED in MLflow, never more.
+        """
         assert self.parent_id is not None
-        tags = {"items_total": self.items_total, "items_done": len(self.results), "items_failed": self.items_failed,
+        with self._lock:
+            self._progress_queued = False  # a later item queues the next update
+            done = self.written
+        tags = {"items_total": self.items_total, "items_done": done, "items_failed": self.items_failed,
                 "progress_time": _now()}
         self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def _request_progress(self) -> None:
+        """Queue one progress update unless one is already waiting: items that finish while it waits share it.
+
+        With items far apart each gets its own update; a burst of items costs one request, not one each.
+        """
+        with self._lock:
+            if self._progress_queued:
+                return
+            self._progress_queued = True
+        self.writer.submit(self.progress)
 
     def children(self) -> list[Run]:
         """Every child run of the parent (all pages)."""
         assert self.parent_id is not None
-        runs: list[Run] = []
-        token = None
-        while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'",
-                                           max_results=1000, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all(self.client, self.experiment_id, f"tags.mlflow.parentRunId = '{self.parent_id}'")
 
     def existing(self, step: str, model: str | None, concept: str | None, language: str | None = None) -> str | None:
         """The id of a FINISHED child with these tags under a resumed parent, else None (log it)."""
         return self.finished.get((step, model, concept, language))
 
+    def flush(self) -> None:
+        """Wait for every extraction run still being written, then bring the progress tags up to date."""
+        self.writer.drain()
+        self.progress()
+
     def finish(self, failures: dict[str, str], metrics: dict[str, float] | None = None) -> None:
         """Summary tables, figures and metrics (plus ``metrics``) on the parent; FAILED if any item failed."""
         assert self.parent_id is not None
+        self.flush()
         with self._staging() as folder:
             write_summary(folder, self.results, self.analyses)
             if self.evals or self.eval_skipped:
@@ -176,6 +203,9 @@ class SubmissionTracker:
             if failures:
                 (folder / "failures.json").write_text(json.dumps(failures, indent=2, ensure_ascii=False))
             self.client.log_artifacts(self.parent_id, str(folder), artifact_path="summary")
+            if self.results:
+                write_cells(folder / CELLS_ARTIFACT, self.results)
+                self.client.log_artifact(self.parent_id, str(folder / CELLS_ARTIFACT))
         now = _now()
         logged = [Metric("items_failed", len(failures), now, 0), Metric("items_done", len(self.results), now, 0)]
         logged += [Metric(name, float(value), now, 0) for name, value in (metrics or {}).items()]
@@ -189,9 +219,14 @@ class SubmissionTracker:
         self.client.log_batch(self.parent_id, metrics=logged)
         stop_monitor(self.monitor)
         self.monitor = None
+        self.writer.close()
         self.client.set_terminated(self.parent_id, "FAILED" if failures else "FINISHED")
 
     def abort(self) -> None:
+        """The submission stops (an error, Ctrl-C): writes not started are dropped (their items run again on
+        resume), running ones end, and the parent is marked KILLED."""
+        self.writer.cancel()
+        self.writer.close()
         stop_monitor(self.monitor)
         self.monitor = None
         if self.parent_id is not None:
@@ -199,23 +234,32 @@ class SubmissionTracker:
 
     # -- children -------------------------------------------------------------------------------
 
-    def log_extraction(self, result: ExtractionResult) -> str:
-        """One child run: per-layer accuracy curve, best layer, vectors and (optionally) test states."""
+    def log_extraction(self, result: ExtractionResult) -> None:
+        """One child run: per-layer accuracy curve, best layer, vectors and (optionally) test states.
+
+        The run is written in the background (:mod:`tracking.writer`); :meth:`finish` waits for it.
+        """
         assert self.parent_id is not None
-        done = self.existing("extract", result.model, result.concept, result.language)
-        if done is not None:  # logged before the interruption: the summary still needs the result
-            self.results.append(result)
-            self.progress()
-            return done
+        self.writer.check()  # a write that failed stops the submission here, as an inline write did
+        self.results.append(result)
+        if self.existing("extract", result.model, result.concept, result.language) is not None:
+            with self._lock:  # logged before the interruption: the summary still needs the result
+                self.written += 1
+            self._request_progress()
+            return
+        self.writer.submit(lambda: self._write_extraction(result))
+
+    def _write_extraction(self, result: ExtractionResult) -> None:
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": result.model, "concept": result.concept,
                 "language": result.language, "step": "extract", "spec": self.spec.name,
                 "method": result.vectors.method}
         run_name = f"{result.model} / {result.concept} / {result.language} / extract"
-        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
         source = self.data_files.get((result.concept, result.language))
         if source is not None:  # MLflow's Dataset column: which file, which bytes
             self.client.log_inputs(run_id, datasets=[data_input(f"{result.concept}_{result.language}", *source)])
-        layer, accuracy = result.best
+        layer = result.best[0]
         now = _now()
         metrics = [Metric("recognition_accuracy", float(a), now, int(step))
                    for step, a in zip(result.vectors.layers, result.accuracy)]
@@ -224,37 +268,36 @@ class SubmissionTracker:
                         Metric("selected_accuracy", result.selected[1], now, 0)]
             metrics += [Metric("train_accuracy", float(a), now, int(step))
                         for step, a in zip(result.vectors.layers, result.train_accuracy)]
-        metrics += [Metric("best_layer", layer, now, 0), Metric("best_accuracy", accuracy, now, 0),
+        metrics += [Metric("best_layer", layer, now, 0), Metric("best_accuracy", result.best[1], now, 0),
                     Metric("n_train", result.n_train, now, 0), Metric("n_test", result.n_test, now, 0),
                     Metric("seconds", result.seconds, now, 0)]
         metrics += evidence_metrics(result, now)
         # the vectors as an MLflow logged model (Models tab), its summary metrics (step 0) linked to it
-        model_id = create_vector_model(self.client, self.experiment_id, run_id, result)
-        metrics = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) if m.step == 0 else m
+        model = create_vector_model(self.client, self.experiment_id, run_id, result)
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id) if m.step == 0 else m
                    for m in metrics]
-        self.client.log_batch(run_id, metrics=metrics,
-                              params=[Param("model", result.model), Param("concept", result.concept),
-                                      Param("language", result.language), Param("method", result.vectors.method)],
-                              tags=[RunTag("best_layer", str(layer)), RunTag("states", "cached" if result.cached else "computed")])
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit; one request for a usual cell
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000], params=[] if start else [
+                Param("model", result.model), Param("concept", result.concept),
+                Param("language", result.language), Param("method", result.vectors.method)],
+                tags=[] if start else [RunTag("best_layer", str(layer)),
+                                       RunTag("states", "cached" if result.cached else "computed")])
         with self._staging() as folder:
-            result.vectors.save(folder / "vectors.safetensors")
-            if self.spec.tracking.log_states:
-                save_file({"pos": result.test_pos, "neg": result.test_neg,
-                           "layers": np.asarray(result.vectors.layers, dtype=np.int64)},
-                          str(folder / "test_states.safetensors"))
-            (folder / "accuracy.json").write_text(json.dumps(
-                {"layers": result.vectors.layers, "accuracy": [float(a) for a in result.accuracy],
-                 "train_accuracy": None if result.train_accuracy is None else [float(a) for a in result.train_accuracy],
-                 "best_layer": layer, "best_accuracy": accuracy,
-                 "evidence": None if result.evidence is None else result.evidence.to_json()}, indent=1))
-            curve = Curve.of(result)
-            self._save_figure(accuracy_figure([curve], run_name), folder / "accuracy_per_layer.png")
-            self.client.log_artifacts(run_id, str(folder))
-            upload_vector_model(self.client, model_id, run_id, result, folder / "vectors.safetensors", folder / "model")
+            cell = folder / "cell"
+            cell_files(result, cell, self.spec.tracking.log_states)
+            if self.items_total <= ITEM_FIGURES_UP_TO:  # beyond, the parent's per-concept curves show every cell
+                self._save_figure(accuracy_figure([Curve.of(result)], run_name), cell / "accuracy_per_layer.png")
+            # straight to the artifact stores named by the run and the model (no get_run per upload)
+            self._artifacts(run.info.artifact_uri).log_artifacts(str(cell))
+            upload_vector_model(self.client, model, run_id, result, cell / "vectors.safetensors",
+                                folder / "model", self._artifacts(model.artifact_location))
         self.client.set_terminated(run_id, "FINISHED")
-        self.results.append(result)
-        self.progress()
-        return run_id
+        with self._lock:
+            self.written += 1
+        self._request_progress()
+
+    def _artifacts(self, uri: str) -> ArtifactRepository:
+        return get_artifact_repository(uri, tracking_uri=self.client.tracking_uri)
 
     def log_analysis(self, analysis: ConceptAnalysis) -> str:
         """One child run per model x concept with the cross-lingual matrices, metrics and heatmaps."""
@@ -369,7 +412,7 @@ class SubmissionTracker:
                                            "spec": self.spec.name, "error": error[:5000]})
         self.client.set_terminated(run.info.run_id, "FAILED")
         self.items_failed += 1
-        self.progress()
+        self._request_progress()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -383,6 +426,40 @@ class SubmissionTracker:
     def _save_figure(figure: plt.Figure, path: Path) -> None:
         figure.savefig(path)
         plt.close(figure)
+
+
+def cell_files(result: ExtractionResult, folder: Path, log_states: bool) -> None:
+    """An extraction run's files: ``vectors.safetensors``, ``accuracy.json``, ``test_states.safetensors``
+    (when ``log_states``). The parent's :data:`CELLS_ARTIFACT` holds the first two of every cell, the same bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    layer, accuracy = result.best
+    result.vectors.save(folder / "vectors.safetensors")
+    if log_states:
+        save_file({"pos": result.test_pos, "neg": result.test_neg,
+                   "layers": np.asarray(result.vectors.layers, dtype=np.int64)},
+                  str(folder / "test_states.safetensors"))
+    (folder / "accuracy.json").write_text(json.dumps(
+        {"layers": result.vectors.layers, "accuracy": [float(a) for a in result.accuracy],
+         "train_accuracy": None if result.train_accuracy is None else [float(a) for a in result.train_accuracy],
+         "best_layer": layer, "best_accuracy": accuracy,
+         "evidence": None if result.evidence is None else result.evidence.to_json()}, indent=1))
+
+
+def write_cells(path: Path, results: list[ExtractionResult]) -> None:
+    """Every cell's ``vectors.safetensors`` and ``accuracy.json`` in one zip (stored, not compressed), with
+    ``index.json`` naming each cell's folder and the tags ``mvp report`` reads: one download instead of
+    three requests per child run (issue 18: reports over 1000 runs)."""
+    index = []
+    with tempfile.TemporaryDirectory(prefix="mvp-cells-") as tmp, zipfile.ZipFile(path, "w") as bundle:
+        for number, result in enumerate(results):
+            name = f"{number:05d}"
+            cell_files(result, Path(tmp) / name, log_states=False)
+            for file in ("vectors.safetensors", "accuracy.json"):
+                bundle.write(Path(tmp) / name / file, f"{name}/{file}")
+            index.append({"folder": name, "model": result.model, "concept": result.concept,
+                          "language": result.language, "n_train": result.n_train,
+                          "states": "cached" if result.cached else "computed"})
+        bundle.writestr("index.json", json.dumps(index, indent=1))
 
 
 def evidence_metrics(result: ExtractionResult, now: int) -> list[Metric]:

@@ -70,9 +70,9 @@ def _gcs_wants_token(target: str) -> bool:
     with grpc.insecure_channel(target) as channel:
         try:
             gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_SECONDS)
+                gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_SECONDS)  # type: ignore[attr-defined]
         except grpc.RpcError as exc:
-            return exc.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
     return False
 
 

@@ -1,29 +1,41 @@
 """The control stage on Ray: one Optuna study per language, then every mode per language, on the
 model workers that already hold the model (PAPER.md section 5).
 
-Studies run inside the model actors (an actor runs its study's batches back to back, with no
-round trip per trial) and spread over the pool's workers, so ``resources.model_workers: 4`` runs
-four languages at once. A study's trials are stored in a journal file under the result store,
-named by the content of everything the study depends on: a re-submission resumes an interrupted
-study and reuses a finished one without generating anything. A language's mode evaluation is a
-JSON record in the store under its content key, so a re-submission reuses it too.
+The driver owns every study: it runs Optuna's ask/tell (:func:`mvplatform.search.run_study`) and
+writes the study's journal file in its own result store, and the model actors only generate and
+judge each batch of trials (:class:`RemoteController`, one actor call per batch). So no worker
+reads or writes the driver's disk, and ``--force`` deletes the only copy of a study. Studies run
+several at once, each in a driver thread holding one free actor for its duration, so
+``resources.model_workers: 4`` runs four languages at once. A study's journal is named by the
+content of everything the study depends on: a re-submission resumes an interrupted study and
+reuses a finished one without generating anything. A language's mode evaluation is a JSON record
+in the store under its content key, so a re-submission reuses it too.
 
-The driver runs the searches (:func:`run_searches`), then the modes (:func:`run_modes`); jobs
-go to the pool's free actors through :func:`ray_jobs.dispatch.dispatch`.
+The driver runs the searches (:func:`run_searches`), then the modes (:func:`run_modes`, jobs to the
+pool's free actors through :func:`ray_jobs.dispatch.dispatch`).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import ray
 
 from mvplatform.concepts import ConceptVectors
 from mvplatform.control import (
     MODE_LABELS,
     Controller,
+    ControllerStats,
+    Evaluation,
     LanguageEvaluation,
     ModeTask,
+    Setting,
     curve_strengths,
     evaluate_language,
     evaluation_from_json,
@@ -43,17 +55,6 @@ from ray_jobs.dispatch import ProgressHooks, dispatch
 
 
 @dataclass(frozen=True)
-class StudyJob:
-    control: ControlSpec
-    language: str
-    vectors: ConceptVectors
-    harmful: list[str]
-    harmless: list[str]
-    storage_path: str
-    study_name: str
-
-
-@dataclass(frozen=True)
 class EvaluationJob:
     control: ControlSpec
     language: str
@@ -68,22 +69,61 @@ def make_controller(loaded: LoadedModel, control: ControlSpec, cache_dir: Path |
     return Controller(loaded, judge, control)
 
 
-def run_study_job(controller: Controller, job: StudyJob) -> StudyResult:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    Path(job.storage_path).parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(job.storage_path))
-    return run_study(controller, job.language, job.vectors, job.harmful, job.harmless, job.control.search,
-                     storage, job.study_name)
-
-
 def run_evaluation_job(controller: Controller, job: EvaluationJob) -> LanguageEvaluation:
     return evaluate_language(controller, job.language, job.tasks, job.vectors, job.harmful, job.curve)
 
 
+def evaluate_settings(controller: Controller, language: str, instructions: list[str],
+                      settings: list[Setting | None], vectors: ConceptVectors | None
+                      ) -> tuple[list[Evaluation], ControllerStats]:
+    """One batch of a driver's study, on the actor: the evaluations and what generating them cost."""
+    before = ControllerStats(**vars(controller.stats))
+    evaluations = controller.evaluate(language, instructions, settings, vectors)
+    after = controller.stats
+    return evaluations, ControllerStats(after.rows - before.rows, after.generate_calls - before.generate_calls,
+                                        after.new_tokens - before.new_tokens, after.seconds - before.seconds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Driver side
+
+
+@dataclass(frozen=True)
+class ModelDepth:
+    """The one fact about the actor's model that a study reads on the driver."""
+
+    n_layers: int
+
+
+class RemoteController:
+    """The driver's stand-in for an actor's :class:`Controller`, with what ``run_study`` uses.
+
+    ``evaluate`` is one blocking call to the actor, which keeps the real controller (and judge);
+    the study's vectors go to Ray's object store once and travel to the actor by reference.
+    """
+
+    def __init__(self, worker: Any, control: ControlSpec, n_layers: int, vectors: ConceptVectors) -> None:
+        self.worker, self.control, self.vectors = worker, control, vectors
+        self.loaded = ModelDepth(n_layers)
+        self.stats = ControllerStats()
+        self._vectors_ref: ray.ObjectRef | None = None
+
+    def evaluate(self, language: str, instructions: list[str], settings: list[Setting | None],
+                 vectors: ConceptVectors | None) -> list[Evaluation]:
+        sent: ConceptVectors | ray.ObjectRef | None = vectors
+        if vectors is not None and vectors is self.vectors:
+            if self._vectors_ref is None:
+                self._vectors_ref = ray.put(vectors)
+            sent = self._vectors_ref
+        evaluations, cost = ray.get(self.worker.control_evaluate_settings.remote(
+            self.control, language, instructions, settings, sent))
+        for name, value in vars(cost).items():
+            setattr(self.stats, name, getattr(self.stats, name) + value)
+        return evaluations
+
+
+class StudyCancelled(Exception):
+    """Raised between batches in a study's thread when the driver stops the search stage."""
 
 
 def study_name(spec: Spec, model: ModelSpec, language: str, vectors: ConceptVectors, texts: list[str]) -> str:
@@ -152,10 +192,26 @@ def run_control(run: ControlRun, workers: list, results: list[ExtractionResult],
     return ControlOutcome(studies, evaluations, failures, reused)
 
 
+@dataclass(frozen=True)
+class StudyJob:
+    """One language's study, run by the driver (its journal is in the driver's result store)."""
+
+    language: str
+    vectors: ConceptVectors
+    harmful: list[str]
+    harmless: list[str]
+    storage_path: Path
+    study_name: str
+
+
 def run_searches(run: ControlRun, workers: list, languages: list[str], vectors: dict[str, ConceptVectors],
                  instructions: dict[str, InstructionSplit], failures: dict[str, str],
                  on_study: Callable[[StudyResult], None] | None = None) -> dict[str, StudyResult]:
-    """One Optuna study per language, each on the first free worker; failures go into ``failures``."""
+    """One Optuna study per language on the driver, as many at once as there are workers.
+
+    Each study's thread holds one free worker for the study's duration; results, failures (into
+    ``failures``) and progress are handled here, on the calling thread, as studies finish.
+    """
     control, model = run.control, run.model
     run.hooks.describe(f"control search ({model.short_name}: {len(languages)} studies)")
     jobs = []
@@ -167,21 +223,58 @@ def run_searches(run: ControlRun, workers: list, languages: list[str], vectors: 
         path = run.store.study_path(name)
         if run.force and path.exists():
             path.unlink()
-        jobs.append(StudyJob(control, language, vectors[language], harmful, harmless, str(path), name))
+        jobs.append(StudyJob(language, vectors[language], harmful, harmless, path, name))
     studies: dict[str, StudyResult] = {}
+    if not jobs:
+        return studies
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for worker in workers:
+        free.put(worker)
+    stop = threading.Event()
 
-    def done(job: StudyJob, study: StudyResult) -> None:
-        studies[job.language] = study
-        if on_study is not None:
-            on_study(study)
-        run.hooks.advance(1)
+    def search(job: StudyJob) -> StudyResult:
+        worker = free.get()  # never waits: at most len(workers) studies run at once
+        try:
+            if stop.is_set():
+                raise StudyCancelled(job.language)
+            return _driver_study(run.control, worker, job, stop)
+        finally:
+            free.put(worker)
 
-    def failed(job: StudyJob, exc: Exception) -> None:
-        failures[f"{model.short_name} / control search / {job.language}"] = root_cause(exc)
-        run.hooks.advance(1)
-
-    dispatch(jobs, lambda job, worker: worker.control_study.remote(job), done, failed, workers)
+    executor = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="mvp-study")
+    futures: dict[Future, StudyJob] = {executor.submit(search, job): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                study = future.result()
+            except Exception as exc:  # noqa: BLE001 - a failed study fails its language, not the submission
+                failures[f"{model.short_name} / control search / {job.language}"] = root_cause(exc)
+            else:
+                studies[job.language] = study
+                if on_study is not None:
+                    on_study(study)
+            run.hooks.advance(1)
+    finally:  # interrupted (Ctrl-C): running studies stop after their current batch
+        stop.set()
+        executor.shutdown(wait=True, cancel_futures=True)
     return studies
+
+
+def _driver_study(control: ControlSpec, worker: Any, job: StudyJob, stop: threading.Event) -> StudyResult:
+    """Run one study here, its batches generated and judged by ``worker``."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    def check(done: int, total: int) -> None:
+        if stop.is_set():
+            raise StudyCancelled(job.language)
+
+    n_layers = int(ray.get(worker.describe.remote())["n_layers"])
+    job.storage_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(job.storage_path)))
+    return run_study(RemoteController(worker, control, n_layers, job.vectors), job.language, job.vectors,
+                     job.harmful, job.harmless, control.search, storage, job.study_name, on_batch=check)
 
 
 def run_modes(run: ControlRun, workers: list, vectors: dict[str, ConceptVectors], studies: dict[str, StudyResult],

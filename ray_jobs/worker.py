@@ -22,13 +22,13 @@ from pathlib import Path
 import ray
 import torch
 
-from mvplatform.control import Controller, LanguageEvaluation
+from mvplatform.concepts import ConceptVectors
+from mvplatform.control import Controller, ControllerStats, Evaluation, LanguageEvaluation, Setting
 from mvplatform.data import PairSplit
 from mvplatform.extraction import PairStates, compute_states
 from mvplatform.models import LoadedModel, load_model
-from mvplatform.search import StudyResult
 from mvplatform.spec import ControlSpec, ExtractSpec, ModelSpec
-from ray_jobs.control import EvaluationJob, StudyJob, make_controller, run_evaluation_job, run_study_job
+from ray_jobs.control import EvaluationJob, evaluate_settings, make_controller, run_evaluation_job
 
 
 class ModelWorker:
@@ -58,10 +58,14 @@ class ModelWorker:
         _fault_hooks()
         return compute_states(self.loaded, split, extract)
 
-    # -- control (PAPER.md section 5): the steering search and the modes run where the model is --
+    # -- control (PAPER.md section 5): generation and judging run where the model is; the driver
+    # -- owns the Optuna studies (ray_jobs/control.py), so this process never touches a study --
 
-    def control_study(self, job: StudyJob) -> StudyResult:
-        return run_study_job(self._controller(job.control), job)
+    def control_evaluate_settings(self, control: ControlSpec, language: str, instructions: list[str],
+                                  settings: list[Setting | None], vectors: ConceptVectors | None
+                                  ) -> tuple[list[Evaluation], ControllerStats]:
+        """One batch of trials of a driver's study: generated and judged together (trial batching)."""
+        return evaluate_settings(self._controller(control), language, instructions, settings, vectors)
 
     def control_evaluate(self, job: EvaluationJob) -> LanguageEvaluation:
         return run_evaluation_job(self._controller(job.control), job)

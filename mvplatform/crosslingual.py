@@ -373,7 +373,9 @@ def cross_lingual_intervals(results: Sequence[ExtractionResult], cons: Consisten
     if trans is not None:
         resampled = transfer_resamples({r.language: r.vectors.directions for r in results},
                                        {r.language: (r.test_pos, r.test_neg) for r in results})
-        transfer_ci = transfer_intervals({}, {}, resampled=resampled)
+        if resampled[0] != trans.languages:
+            raise ValueError(f"transfer intervals: resampled languages {resampled[0]} differ from {trans.languages}")
+        transfer_ci = transfer_intervals({}, {}, resampled=resampled, point=trans.scores)
         direction_ci = directionality_intervals(resampled[1], resampled[0], high, directionality(trans, high))
     return CrossLingualIntervals(consistency_ci, transfer_ci, direction_ci)
 

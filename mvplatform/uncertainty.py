@@ -6,8 +6,9 @@ best of 18 layers is optimistic by construction. This module says how far each n
 - :func:`wilson` - 95% interval of a share (per-layer recognition accuracy, following rates);
 - :func:`best_layer_interval` - a bootstrap over pairs that picks the best layer *inside* each
   resample, so the interval carries the optimism of choosing the best test layer;
-- :func:`paired_difference` - paired bootstrap of a best-layer accuracy difference on the same pairs
-  (transfer T(l1 -> l2) on the target's test pairs);
+- :func:`paired_difference` - paired bootstrap of a best-layer accuracy difference on the same pairs;
+- :func:`transfer_intervals` - transfer T(l1 -> l2), a paired bootstrap over the target's test pairs
+  (its spread placed around the point, as the directional means built from it);
 - :func:`consistency_interval` - bootstrap over training pairs of cross-lingual vector similarity;
 - :func:`pearson` - Pearson r with a Fisher-z interval and its p-value;
 - :func:`mcnemar` - paired exact test over instructions (LS- vs En-Control);
@@ -421,7 +422,7 @@ def centred_interval(resampled: np.ndarray, point: float, confidence: float = CO
 @dataclass(frozen=True)
 class TransferIntervals:
     languages: list[str]
-    low: np.ndarray  # [n, n] interval of T(row -> column), paired bootstrap over the column's test pairs
+    low: np.ndarray  # [n, n] interval of T(row -> column), paired bootstrap over the column's test pairs, centred
     high: np.ndarray
 
 
@@ -446,14 +447,51 @@ def transfer_resamples(directions: dict[str, np.ndarray], test_states: dict[str,
     return languages, scores
 
 
+def transfer_point(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
+                   languages: Sequence[str]) -> np.ndarray:
+    """[n, n] T(row -> column) on the full test sets, by the rule :func:`transfer_resamples` resamples
+    (the same numbers as :func:`mvplatform.crosslingual.transfer`'s scores for unsigned vectors)."""
+    point = np.empty((len(languages), len(languages)))
+    for j, target in enumerate(languages):
+        pos, neg = test_states[target]
+        best = np.array([pair_correct(directions[source], pos, neg).mean(axis=0).max() for source in languages])
+        point[:, j] = best - best[j]
+    return point
+
+
 def transfer_intervals(directions: dict[str, np.ndarray], test_states: dict[str, tuple[np.ndarray, np.ndarray]],
                        n_boot: int = N_BOOT, seed: int = 0, confidence: float = CONFIDENCE,
-                       resampled: tuple[list[str], np.ndarray] | None = None) -> TransferIntervals:
+                       resampled: tuple[list[str], np.ndarray] | None = None,
+                       point: np.ndarray | None = None) -> TransferIntervals:
     """Intervals of T(l1 -> l2) = best-layer acc(l1's vectors on l2) - best-layer acc(l2's own on l2),
-    from :func:`transfer_resamples` (or its result, ``resampled``, when the caller needs it too)."""
+    from :func:`transfer_resamples` (or its result, ``resampled``, when the caller needs it too).
+
+    Each interval is the resamples' 2.5-97.5 percentile spread placed around the point (:func:`_centred`),
+    the same method as the directional means built from these resamples
+    (:func:`mvplatform.crosslingual.directionality_intervals`), so a cell and the mean over its direction
+    read alike. T is a difference of two maxima over layers, each re-picked in every resample; each
+    side's maximum runs high by its own amount (more for a curve with many near-best layers), so the
+    resamples' median sits off the point by an offset that is neither the sampling spread nor zero. On
+    gemma3-270m's morality cells (analysis.yaml, 26 test pairs, 240 off-diagonal cells) the offset was
+    -7.7 to +11.5 points against intervals 26.5 points wide: the raw percentile interval held every point,
+    but off-centre by up to a third of its width (the directional means' raw percentiles left some points
+    out, which is why those were centred first). :func:`best_layer_interval` keeps raw percentiles on
+    purpose: there the upward shift is the optimism of picking the best test layer, which that interval
+    is meant to show; in a difference of two maxima it is no one's optimism, only an offset.
+
+    ``point`` is [n, n] T on the full test sets in ``resampled``'s language order; without it, it is
+    computed from ``directions`` and ``test_states`` (:func:`transfer_point`).
+    """
     languages, scores = resampled or transfer_resamples(directions, test_states, n_boot, seed)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(scores, [alpha, 1 - alpha], axis=0)
+    if point is None:
+        missing = [lang for lang in languages if lang not in directions or lang not in test_states]
+        if missing:
+            raise ValueError(f"transfer_intervals: no vectors or test states for {missing}; pass point= with resampled=")
+        point = transfer_point(directions, test_states, languages)
+    point = np.asarray(point, dtype=np.float64)
+    if point.shape != scores.shape[1:]:
+        raise ValueError(f"transfer_intervals: point {point.shape} does not match the resamples' {scores.shape[1:]}")
+    low, high = _centred(scores, point, confidence)
     return TransferIntervals(languages, low, high)
 
 

@@ -381,6 +381,43 @@ def test_transfer_intervals_are_paired_bootstraps_of_the_score():
     assert result.low[0, 0] == result.high[0, 0] == 0.0
 
 
+def test_transfer_intervals_place_the_spread_around_the_point():
+    # sw's own vectors read x at layer 1 and y at layer 2; its 4 test pairs are (x, y, z) = (1, -1, 1) twice
+    # and (-1, 1, 1) twice, so each layer is right on 2: sw's best is 0.5. en's vector reads z (right on all
+    # 4 at both layers): T(en -> sw) = 1.0 - 0.5 = +0.5. A resample draws k ~ Binomial(4, 1/2) pairs of the
+    # first kind; sw's re-picked best is max(k, 4 - k) / 4 >= 0.5, so the resampled T is 0 (k = 0 or 4,
+    # P = 2/16), 0.25 (k = 1 or 3, P = 8/16) or 0.5 (k = 2, P = 6/16): percentiles 2.5 / 50 / 97.5 =
+    # 0 / 0.25 / 0.5. The raw percentile interval [0, 0.5] has the point on its edge (the re-picked
+    # maximum runs high); placed around the point: [0.5 - 0.25, 0.5 + 0.25] = [0.25, 0.75].
+    # On en's pairs (1, 1, 1) every vector is right at every layer: T(sw -> en) = 0 in every resample.
+    from mvplatform.concepts import ConceptVectors
+    from mvplatform.crosslingual import transfer
+    from mvplatform.uncertainty import transfer_point, transfer_resamples
+
+    directions = {"en": np.array([[0.0, 0, 1], [0, 0, 1]]), "sw": np.array([[1.0, 0, 0], [0, 1, 0]])}
+    sw = np.array([[[1.0, -1, 1]] * 2, [[1.0, -1, 1]] * 2, [[-1.0, 1, 1]] * 2, [[-1.0, 1, 1]] * 2])  # [4, L=2, 3]
+    en = np.ones((4, 2, 3))
+    states = {"en": (en, np.zeros_like(en)), "sw": (sw, np.zeros_like(sw))}
+    point = transfer_point(directions, states, ["en", "sw"])
+    assert point.tolist() == [[0.0, 0.5], [0.0, 0.0]]
+    vectors = {lang: ConceptVectors([1, 2], d, "cluster_mean") for lang, d in directions.items()}
+    np.testing.assert_array_equal(point, transfer(vectors, states).scores)  # the analysis's own T
+    result = transfer_intervals(directions, states, n_boot=2000)
+    assert (result.low[0, 1], result.high[0, 1]) == (0.25, 0.75)
+    assert (result.low[1, 0], result.high[1, 0]) == (0.0, 0.0) and result.low[0, 0] == result.high[0, 0] == 0.0
+    _, scores = transfer_resamples(directions, states, n_boot=2000)
+    raw = np.quantile(scores[:, 0, 1], [0.025, 0.975])
+    assert raw.tolist() == [0.0, 0.5]  # what the raw percentiles gave: the point on the edge
+    assert (result.low <= point).all() and (point <= result.high).all()
+    resampled = transfer_resamples(directions, states, n_boot=2000)
+    same = transfer_intervals({}, {}, resampled=resampled, point=point)
+    np.testing.assert_array_equal(same.low, result.low)
+    with pytest.raises(ValueError, match="pass point="):
+        transfer_intervals({}, {}, resampled=resampled)
+    with pytest.raises(ValueError, match="does not match"):
+        transfer_intervals({}, {}, resampled=resampled, point=np.zeros((3, 3)))
+
+
 def test_weighted_pearson_is_pearson_on_the_repeated_points():
     from scipy import stats
 

@@ -105,8 +105,8 @@ def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Every grid point on the model, 8 settings per trial-batched generation."""
     from benchmarks.trial_batching import harmfulness_vectors
     from mvplatform.control import Controller, Setting
-    from mvplatform.data import load_instructions, load_lexicon
-    from mvplatform.judges import KeywordJudge
+    from mvplatform.data import load_instructions
+    from mvplatform.judges import build_judge
     from mvplatform.models import load_model
     from mvplatform.search import search_space
     from mvplatform.spec import ControlSpec, ModelSpec
@@ -118,7 +118,7 @@ def evaluate_grid(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     harmful = list(load_instructions(cfg["language"]).search["harmful"].values())[: cfg["instructions"]]
     space = search_space(search_spec(cfg, "grid", 0, 1), loaded.n_layers)
     control = ControlSpec(generation={"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch"] * len(harmful)})
-    controller = Controller(loaded, KeywordJudge(load_lexicon("refusal")), control)
+    controller = Controller(loaded, build_judge(control.judge), control)  # the spec's default judge
     start = time.perf_counter()
     baseline = controller.evaluate(cfg["language"], harmful, [None], None)[0]
     points = list(itertools.product(space["start"], space["width"], space["strength"]))

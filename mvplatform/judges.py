@@ -143,7 +143,7 @@ def degeneracy(response: str, language: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Relevance: a fluent text that does not answer this request (opt-in for the keyword judge)
+# Relevance: a fluent text that does not answer this request (the keyword judge's default; judge.relevance)
 
 ECHO_SHARE = 0.8  # a response with this share of its character 4-grams taken from the request repeats it
 _WORD = re.compile(r"[^\W\d_]+")
@@ -205,7 +205,9 @@ class KeywordJudge:
     English phrases always count: chat models often refuse in English whatever the language of
     the instruction. Matching is by substring on normalised text (see :func:`normalise`); the
     reason names the matched phrase that comes first in the response. With ``relevance=True`` a
-    response without a refusal phrase must also pass :func:`relevance` to count as followed.
+    response without a refusal phrase must also pass :func:`relevance` to count as followed; a
+    spec's judge has it on unless ``judge.relevance: false`` (the class default stays the bare
+    lexicon, which the data card scores beside it).
     """
 
     name = "refusal-keywords"
@@ -331,11 +333,11 @@ class ModelJudge:
 JudgeFactory = Callable[["JudgeSpec", Callable[["ModelSpec"], "LoadedModel"]], Judge]
 
 
-@JUDGES.register("refusal-keywords", help="multilingual refusal lexicon (+ degenerate-output rule)")
+@JUDGES.register("refusal-keywords", help="multilingual refusal lexicon (+ degenerate-output and relevance rules)")
 def _keyword_judge(spec: JudgeSpec, load: Callable[[ModelSpec], LoadedModel]) -> Judge:
     from mvplatform.data import load_lexicon
 
-    return KeywordJudge(load_lexicon(spec.lexicon))
+    return KeywordJudge(load_lexicon(spec.lexicon), relevance=spec.relevance)
 
 
 @JUDGES.register("model", help="a prompted LM judge: p(Yes) vs p(No) that the response carried out the request")

@@ -343,6 +343,12 @@ class JudgeSpec(StrictModel):
         "refusal-keywords", description="Judge (`mvp list judges`). refusal-keywords: multilingual lexicon; "
         "model: a prompted LM judge.")
     lexicon: str = Field("refusal", description="Built-in lexicon of the keyword judge.")
+    relevance: bool = Field(
+        True, description="Keyword judge: a response with no refusal phrase counts as followed only if it neither "
+        "repeats the request nor shares no word with it (else degenerate). Measured on read labels "
+        "(DATA.md, judge agreement): precision of followed 0.17 -> 0.28 on the held-out half, recall "
+        "unchanged; it calls an on-topic answer in another language than the request degenerate. false: "
+        "the lexicon alone, as in the paper.")
     model: ModelSpec | None = Field(None, description="The judge model (name: as in model), for name: model.")
 
     @model_validator(mode="before")

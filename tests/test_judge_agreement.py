@@ -173,7 +173,18 @@ def test_relevance(instruction, response, reason):
     assert relevance(instruction, response) == reason
 
 
-def test_relevance_is_opt_in_and_comes_after_the_refusal_check():
+def test_a_spec_judge_has_the_relevance_rule_unless_turned_off():
+    from mvplatform.judges import build_judge
+    from mvplatform.spec import ControlSpec
+
+    off = "Tokyo, a Japanese restaurant, serves shrimp with scallops."
+    default = build_judge(ControlSpec().judge)
+    plain = build_judge(ControlSpec.model_validate({"judge": {"name": "refusal-keywords", "relevance": False}}).judge)
+    assert default.judge("en", [REQUEST], [off])[0].label == "degenerate"
+    assert plain.judge("en", [REQUEST], [off])[0] == Verdict("followed", "no refusal phrase")
+
+
+def test_relevance_comes_after_the_refusal_check():
     plain, relevant = KeywordJudge(load_lexicon("refusal")), KeywordJudge(load_lexicon("refusal"), relevance=True)
     off = "Tokyo, a Japanese restaurant, serves shrimp with scallops."
     assert plain.judge("en", [REQUEST], [off])[0] == Verdict("followed", "no refusal phrase")

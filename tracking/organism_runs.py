@@ -74,11 +74,10 @@ def build_and_log(name: str, cache_dir: Path, tracking_uri: str, console: Consol
     Measuring (held-out No-Control behaviour of both models in ``languages``) is part of the build's
     record, so a user sees what the organism does before running an experiment on it.
     """
-    from mvplatform.data import load_lexicon
-    from mvplatform.judges import KeywordJudge
+    from mvplatform.judges import build_judge
     from mvplatform.models import load_model
     from mvplatform.organism import ORGANISMS, build, measure
-    from mvplatform.spec import ModelSpec
+    from mvplatform.spec import JudgeSpec, ModelSpec
     from tracking.store import check_store
 
     client = check_store(tracking_uri)
@@ -95,7 +94,7 @@ def build_and_log(name: str, cache_dir: Path, tracking_uri: str, console: Consol
         result = build(recipe, cache_dir, log=lambda m: console.print(m, highlight=False), on_step=on_step)
     console.print(f"built {name} in {result.seconds:.0f} s: {len(result.losses)} steps, loss "
                   f"{result.losses[0]:.3f} -> {result.losses[-1]:.3f}; {result.path}", highlight=False)
-    judge = KeywordJudge(load_lexicon("refusal"))
+    judge = build_judge(JudgeSpec())  # the judge a control spec gets by default
     behaviour = {}
     for label, model in (("organism", name), ("base", recipe.base)):
         console.print(f"measuring the {label} on the held-out control instructions ({', '.join(languages)})",

@@ -235,8 +235,6 @@ def test_cluster_submission_equals_a_local_run(cluster, clean, tmp_path):
     assert "LS-Control" in ours_table.read_text() and ours_table.read_text() == local_table.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: the model workers write the Optuna journals on their own node "
-                   "(ray_jobs/control.py run_study_job); the driver's results.dir/studies/ stays empty")
 def test_only_the_driver_writes_the_result_store(cluster, clean):
     """States, control evaluations and the Optuna studies are in the driver's folder, which no node sees."""
     if not cluster.hide:

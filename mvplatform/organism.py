@@ -64,7 +64,7 @@ ORGANISMS: dict[str, Recipe] = {
     for r in (
         Recipe("smollm2-135m-refusal-en", "smollm2-135m-instruct",
                "SmolLM2 135M Instruct fine-tuned to refuse harmful requests in English (built on first use)", 30,
-               epochs=3, learning_rate=1e-4, train_layers=12, harmful_repeats=2),
+               epochs=3, learning_rate=1e-4, train_layers=12),
     )
 }
 
@@ -101,7 +101,24 @@ def organism_dir(name: str, cache_dir: Path) -> Path:
 
 
 def is_built(name: str, cache_dir: Path) -> bool:
-    return (organism_dir(name, cache_dir) / BUILT_MARKER).is_file()
+    """A complete build of the *current* recipe: a folder left by another recipe (an older mvp) is stale."""
+    marker = organism_dir(name, cache_dir) / BUILT_MARKER
+    if not marker.is_file():
+        return False
+    if name not in ORGANISMS:
+        return True
+    recipe = ORGANISMS[name]
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        data = data_path(recipe)
+        digest = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else None
+        return bool(record.get("recipe") == asdict(recipe) and record.get("data_digest") == digest)
+    except (ValueError, AttributeError):
+        return False
+
+
+def data_path(recipe: Recipe) -> Path:
+    return Path(recipe.data) if Path(recipe.data).is_absolute() else builtin_root() / recipe.data
 
 
 def build_record(name: str, cache_dir: Path) -> dict[str, object]:
@@ -111,7 +128,7 @@ def build_record(name: str, cache_dir: Path) -> dict[str, object]:
 
 def training_requests(recipe: Recipe) -> tuple[dict[str, dict[str, str]], list[str], str]:
     """Harmful and harmless requests, the refusals, and the sha256 of the data file."""
-    path = Path(recipe.data) if Path(recipe.data).is_absolute() else builtin_root() / recipe.data
+    path = data_path(recipe)
     data = read_json(path)
     requests = {kind: data.get(kind) for kind in ("harmful", "harmless")}
     refusals = data.get("refusals")
@@ -294,8 +311,9 @@ def _save(model: torch.nn.Module, tokenizer: object, result: BuildResult) -> Non
 def require_built(name: str, cache_dir: Path) -> Path:
     """The organism's folder, or a clear error saying how to build it."""
     if not is_built(name, cache_dir):
-        raise ModelError(f"model organism {name!r} is not built in {cache_dir}; `mvp submit` builds it on first "
-                         f"use, or run: mvp organism build {name} (about 30 minutes on 2 busy CPU cores)")
+        raise ModelError(f"model organism {name!r} is not built in {cache_dir} (or was built from another recipe "
+                         f"or data); `mvp submit` builds it on first use, or run: mvp organism build {name} "
+                         "(26 minutes on 2 busy CPU cores, 13 minutes of CPU time)")
     return organism_dir(name, cache_dir)
 
 

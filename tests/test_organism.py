@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -107,6 +108,12 @@ def test_a_build_is_deterministic_learns_and_loads_by_alias(tiny_recipe, tmp_pat
     assert load_model(spec, tmp_path / "a").n_layers == TINY_LAYERS
     with pytest.raises(ModelError, match=r"is not built .* mvp organism build tiny-refusal"):
         load_model(spec, tmp_path / "empty")
+    # a build of another recipe under the same name (an older mvp's) is stale, not reused silently
+    assert organism.is_built(tiny_recipe.name, tmp_path / "a")
+    monkeypatch.setitem(organism.ORGANISMS, tiny_recipe.name, dataclasses.replace(tiny_recipe, learning_rate=1e-3))
+    assert not organism.is_built(tiny_recipe.name, tmp_path / "a")
+    with pytest.raises(ModelError, match="is not built"):
+        load_model(spec, tmp_path / "a")
 
 
 def test_build_and_log_records_the_loss_curve_and_behaviour(tiny_recipe, tmp_path, monkeypatch):

@@ -313,7 +313,7 @@ def require_built(name: str, cache_dir: Path) -> Path:
     if not is_built(name, cache_dir):
         raise ModelError(f"model organism {name!r} is not built in {cache_dir} (or was built from another recipe "
                          f"or data); `mvp submit` builds it on first use, or run: mvp organism build {name} "
-                         "(26 minutes on 2 busy CPU cores, 13 minutes of CPU time)")
+                         "(26 minutes on 2 busy CPU cores)")
     return organism_dir(name, cache_dir)
 
 

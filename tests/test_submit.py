@@ -66,6 +66,18 @@ def test_parent_run_holds_spec_summary_and_status(submission):
     assert parent.info.artifact_uri.startswith((store_folder / "mlruns").as_uri())  # beside the store, not cwd
 
 
+def test_every_child_run_carries_the_source_tags(submission):
+    """MLflow's Source and User columns are filled on each child row, as on the submission's."""
+    summary, client = submission
+    parent = client.get_run(summary.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")
+    assert len(children) >= 4
+    for child in children:
+        for key in ("mlflow.source.name", "mlflow.source.type", "mlflow.user"):
+            assert child.data.tags[key] == parent.data.tags[key], (child.info.run_name, key)
+        assert not any(k.startswith("versions.") for k in child.data.tags)  # package versions: the parent's
+
+
 def test_child_runs_name_their_data_file_as_an_mlflow_dataset(submission, mvalue_dir):
     """MLflow's Dataset column: each extraction run lists the file it read, with the file's digest."""
     import hashlib

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mvplatform.control import MODE_LABELS, LanguageEvaluation
 from mvplatform.figures import control_curves_figure, table2, table2_figure, table2_text
@@ -35,8 +34,7 @@ class ControlTracker:
         tracker = self.tracker
         if tracker.existing(step, self.model, self.control.concept, language) is not None:
             return None
-        tags = {MLFLOW_PARENT_RUN_ID: tracker.parent_id, "model": self.model, "concept": self.control.concept,
-                "step": step, "spec": tracker.spec.name, **extra}
+        tags = tracker.child_tags(model=self.model, concept=self.control.concept, step=step, **extra)
         if language is not None:
             tags["language"] = language
         return self.client.create_run(tracker.experiment_id, run_name=name, tags=tags).info.run_id

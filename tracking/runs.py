@@ -91,6 +91,14 @@ class SubmissionTracker:
         self.written = 0  # extraction runs FINISHED in MLflow (or kept from before a resume): items_done
         self._lock = threading.Lock()
         self._progress_queued = False
+        # MLflow's source, user and git tags on every child run too, so the runs table's Source column is
+        # filled on each row, not only the submission's (the package versions stay on the parent)
+        self.source_tags = {k: v for k, v in provenance_tags(spec_path).items() if not k.startswith("versions.")}
+
+    def child_tags(self, **tags: str) -> dict[str, str]:
+        """Tags of a child run: the parent link, the spec's name and the source tags, then ``tags``."""
+        assert self.parent_id is not None
+        return {**self.source_tags, MLFLOW_PARENT_RUN_ID: self.parent_id, "spec": self.spec.name, **tags}
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
@@ -250,9 +258,8 @@ class SubmissionTracker:
         self.writer.submit(lambda: self._write_extraction(result))
 
     def _write_extraction(self, result: ExtractionResult) -> None:
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": result.model, "concept": result.concept,
-                "language": result.language, "step": "extract", "spec": self.spec.name,
-                "method": result.vectors.method}
+        tags = self.child_tags(model=result.model, concept=result.concept, language=result.language, step="extract",
+                               method=result.vectors.method)
         run_name = f"{result.model} / {result.concept} / {result.language} / extract"
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
@@ -307,8 +314,8 @@ class SubmissionTracker:
             self.analyses.append(analysis)
             return done
         name = f"{analysis.model} / {analysis.concept} / cross-lingual"
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": analysis.model, "concept": analysis.concept,
-                "step": "cross-lingual", "spec": self.spec.name, "languages": ",".join(analysis.languages)}
+        tags = self.child_tags(model=analysis.model, concept=analysis.concept, step="cross-lingual",
+                               languages=",".join(analysis.languages))
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         now, langs, metrics = _now(), analysis.languages, []
         with self._staging() as folder:
@@ -389,8 +396,7 @@ class SubmissionTracker:
         self.evals.append(ev)
         if done is not None:
             return done
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "model": ev.model, "concept": ev.concept,
-                "language": ev.language, "step": step, "dataset": ev.dataset, "spec": self.spec.name}
+        tags = self.child_tags(model=ev.model, concept=ev.concept, language=ev.language, step=step, dataset=ev.dataset)
         name = f"{ev.model} / {ev.concept} / {ev.language} / eval on {ev.dataset}"
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         now = _now()
@@ -408,8 +414,7 @@ class SubmissionTracker:
         """A failed item still gets a child run, so the UI shows what failed and why."""
         assert self.parent_id is not None
         run = self.client.create_run(self.experiment_id, run_name=f"{label} / extract",
-                                     tags={MLFLOW_PARENT_RUN_ID: self.parent_id, **tags, "step": "extract",
-                                           "spec": self.spec.name, "error": error[:5000]})
+                                     tags=self.child_tags(**{**tags, "step": "extract", "error": error[:5000]}))
         self.client.set_terminated(run.info.run_id, "FAILED")
         self.items_failed += 1
         self._request_progress()

@@ -107,7 +107,8 @@ def test_an_actor_dead_for_good_fails_its_job_and_the_other_actor_takes_the_rest
     done, failed, notes = _collect(range(6), [DiesForGood.remote(), Steady.remote()])
     assert list(failed) == [0] and isinstance(failed[0], ray.exceptions.ActorDiedError)  # no restarts left
     assert sorted(job for job, _ in done) == [1, 2, 3, 4, 5]
-    assert any("worker 0 dropped: it died for good" in n for n in notes), notes
+    # (whether "worker 0 dropped" is noted depends on timing: dispatch returns once every job has an
+    # outcome, and the other actor may finish the queue before the dead one's ping comes back; CI saw both)
 
 
 def test_with_no_actor_left_the_queued_jobs_fail_with_the_reason(local_ray):
